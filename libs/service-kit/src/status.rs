@@ -1,0 +1,200 @@
+//! Mapping service errors to gRPC statuses, once.
+//!
+//! Each service has one `thiserror` enum that implements [`ServiceError`]; [`to_status`] turns it into a
+//! `tonic::Status` with the right code and `google.rpc` details. Internal errors are logged with their whole cause
+//! chain and reach callers only as "internal error".
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The gRPC code family of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    FailedPrecondition,
+    ResourceExhausted,
+    /// A transient fault: the caller may retry.
+    Unavailable,
+    /// A bug or an unexpected fault: logged, never explained to the caller.
+    Internal,
+}
+
+impl ErrorCode {
+    fn grpc(self) -> Code {
+        match self {
+            Self::InvalidArgument => Code::InvalidArgument,
+            Self::NotFound => Code::NotFound,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::Unavailable => Code::Unavailable,
+            Self::Internal => Code::Internal,
+        }
+    }
+}
+
+/// An error a service returns from its handlers.
+pub trait ServiceError: std::error::Error + 'static {
+    fn error_code(&self) -> ErrorCode;
+
+    /// `google.rpc` details to attach, such as field violations.
+    fn error_details(&self) -> Option<ErrorDetails> {
+        None
+    }
+}
+
+/// The status a caller sees for `err`.
+pub fn to_status<E: ServiceError>(err: &E) -> Status {
+    let code = err.error_code();
+    match code {
+        ErrorCode::Internal => {
+            tracing::error!(error = %chain(err), "internal error");
+            Status::internal("internal error")
+        }
+        ErrorCode::Unavailable => {
+            tracing::warn!(error = %chain(err), "transient fault");
+            Status::unavailable("temporarily unavailable, retry with backoff")
+        }
+        _ => match err.error_details() {
+            Some(details) => Status::with_error_details(code.grpc(), err.to_string(), details),
+            None => Status::new(code.grpc(), err.to_string()),
+        },
+    }
+}
+
+/// `err` and its sources, joined with ": ".
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// Whether a database error is a transient fault (the database is unreachable or overloaded) rather than a bug.
+pub fn db_error_code(err: &sqlx::Error) -> ErrorCode {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            ErrorCode::Unavailable
+        }
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // serialization_failure, deadlock_detected, too_many_connections, cannot_connect_now, admin_shutdown
+            Some("40001" | "40P01" | "53300" | "57P03" | "57P01") => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        },
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Field violations of one request, gathered while validating it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FieldViolations {
+    violations: Vec<(String, String)>,
+}
+
+impl FieldViolations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.violations.push((field.into(), description.into()));
+    }
+
+    /// Adds every violation of `other` with `prefix.` in front of its field.
+    pub fn add_nested(&mut self, prefix: &str, other: FieldViolations) {
+        for (field, description) in other.violations {
+            let field = if field.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}.{field}")
+            };
+            self.violations.push((field, description));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.violations.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.violations
+            .iter()
+            .map(|(field, description)| (field.as_str(), description.as_str()))
+    }
+
+    /// `Ok(())` when there is nothing to report, else the INVALID_ARGUMENT status.
+    pub fn check(self) -> Result<(), Status> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_status())
+        }
+    }
+
+    /// INVALID_ARGUMENT with a `BadRequest` detail listing every violation. The message names the first few so a
+    /// person reading a log line sees what is wrong without decoding details.
+    pub fn into_status(self) -> Status {
+        let mut message = String::from("invalid argument: ");
+        for (i, (field, description)) in self.violations.iter().take(3).enumerate() {
+            if i > 0 {
+                message.push_str("; ");
+            }
+            message.push_str(&format!("{field}: {description}"));
+        }
+        if self.violations.len() > 3 {
+            message.push_str(&format!(" (and {} more)", self.violations.len() - 3));
+        }
+        Status::with_error_details(Code::InvalidArgument, message, self.into_details())
+    }
+
+    /// A `BadRequest` detail listing every violation.
+    pub fn into_details(self) -> ErrorDetails {
+        let mut details = ErrorDetails::new();
+        for (field, description) in self.violations {
+            details.add_bad_request_violation(field, description);
+        }
+        details
+    }
+}
+
+/// INVALID_ARGUMENT for one bad field.
+pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
+    let mut violations = FieldViolations::new();
+    violations.add(field, description);
+    violations.into_status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_become_bad_request_details() {
+        let mut item = FieldViolations::new();
+        item.add("amount.currency_code", "unknown currency \"EUX\"");
+        let mut all = FieldViolations::new();
+        all.add_nested("orders[3]", item);
+        let status = all.into_status();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("orders[3].amount.currency_code"));
+        let bad_request = status
+            .get_details_bad_request()
+            .expect("bad request detail");
+        assert_eq!(
+            bad_request.field_violations[0].field,
+            "orders[3].amount.currency_code"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! Conversions between protobuf timestamps and `chrono` times.
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+/// A protobuf timestamp of `time`.
+pub fn to_timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// The time of a protobuf timestamp, or `None` when it is out of range.
+pub fn from_timestamp(timestamp: &Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(timestamp.nanos).ok()?;
+    DateTime::from_timestamp(timestamp.seconds, nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_out_of_range() {
+        let now = Utc::now();
+        assert_eq!(from_timestamp(&to_timestamp(now)), Some(now));
+        assert_eq!(
+            from_timestamp(&Timestamp {
+                seconds: 0,
+                nanos: -1
+            }),
+            None
+        );
+        assert_eq!(
+            from_timestamp(&Timestamp {
+                seconds: i64::MAX,
+                nanos: 0
+            }),
+            None
+        );
+    }
+}
