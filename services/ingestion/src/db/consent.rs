@@ -1,0 +1,150 @@
+//! Consent: every decision in the history, the latest per channel and purpose as the current state.
+
+use std::collections::HashMap;
+
+use boomerang_auth::TenantId;
+use boomerang_events::{NewEvent, Outbox};
+use boomerang_proto::ingestion as pb;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{customer_name, lock_identity, refs};
+use crate::domain::batch::{Fate, Mode, refusals};
+use crate::domain::consent::ConsentChange;
+use crate::error::IngestionError;
+
+/// Records consent decisions. A decision already in the history is a duplicate; a decision older than the current
+/// one is kept in the history but does not change the current state.
+pub async fn set(
+    pool: &PgPool,
+    outbox: &Outbox,
+    tenant: &TenantId,
+    changes: Vec<(usize, ConsentChange)>,
+    mode: Mode,
+) -> Result<Vec<(usize, Fate)>, IngestionError> {
+    let mut tx = pool.begin().await?;
+    lock_identity(&mut tx, tenant, false).await?;
+    let mut resolved =
+        refs::resolve(&mut tx, tenant, changes.iter().map(|(_, c)| &c.customer)).await?;
+    let mut fates = Vec::new();
+    let mut kept = Vec::with_capacity(changes.len());
+    for (index, change) in changes {
+        match resolved.customer_of(Some(&change.customer)) {
+            Err(reason) => fates.push((
+                index,
+                Fate::Refused {
+                    field: "customer".into(),
+                    reason,
+                },
+            )),
+            Ok(customer) => kept.push((index, change, customer.expect("resolved customer"))),
+        }
+    }
+    if mode == Mode::Atomic && !fates.is_empty() {
+        return Err(IngestionError::Refused(refusals(&fates, "changes")));
+    }
+
+    let customers: Vec<i64> = kept.iter().map(|(_, _, c)| *c).collect();
+    let channels: Vec<i16> = kept.iter().map(|(_, c, _)| c.channel as i16).collect();
+    let purposes: Vec<i16> = kept.iter().map(|(_, c, _)| c.purpose as i16).collect();
+    let times: Vec<DateTime<Utc>> = kept.iter().map(|(_, c, _)| c.change_time).collect();
+    let granted: Vec<bool> = kept.iter().map(|(_, c, _)| c.granted).collect();
+    let sources: Vec<&str> = kept.iter().map(|(_, c, _)| c.source.as_str()).collect();
+    let recorded: Vec<(i64, i16, i16, DateTime<Utc>)> = sqlx::query_as(
+        "INSERT INTO consent_history (tenant_id, customer_id, channel, purpose, change_time, granted, source)
+         SELECT $1, * FROM unnest($2::bigint[], $3::smallint[], $4::smallint[], $5::timestamptz[], $6::boolean[], $7::text[])
+         ON CONFLICT DO NOTHING
+         RETURNING customer_id, channel, purpose, change_time",
+    )
+    .bind(tenant.as_str())
+    .bind(&customers)
+    .bind(&channels)
+    .bind(&purposes)
+    .bind(&times)
+    .bind(&granted)
+    .bind(&sources)
+    .fetch_all(&mut *tx)
+    .await?;
+    let new: std::collections::HashSet<_> = recorded.into_iter().collect();
+
+    // The latest new decision per (customer, channel, purpose) competes with the current one.
+    let mut latest: HashMap<(i64, i16, i16), &ConsentChange> = HashMap::new();
+    for (_, change, customer) in &kept {
+        let key = (*customer, change.channel as i16, change.purpose as i16);
+        if new.contains(&(key.0, key.1, key.2, change.change_time)) {
+            let entry = latest.entry(key).or_insert(change);
+            if change.change_time > entry.change_time {
+                *entry = change;
+            }
+        }
+    }
+    let mut current = Vec::new();
+    if !latest.is_empty() {
+        let (mut c, mut ch, mut pu, mut gr, mut ti, mut so) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for ((customer, channel, purpose), change) in &latest {
+            c.push(*customer);
+            ch.push(*channel);
+            pu.push(*purpose);
+            gr.push(change.granted);
+            ti.push(change.change_time);
+            so.push(change.source.as_str());
+        }
+        let updated: Vec<(i64, i16, i16)> = sqlx::query_as(
+            "INSERT INTO consents AS c (tenant_id, customer_id, channel, purpose, granted, change_time, source)
+             SELECT $1, * FROM unnest($2::bigint[], $3::smallint[], $4::smallint[], $5::boolean[], $6::timestamptz[], $7::text[])
+             ON CONFLICT (tenant_id, customer_id, channel, purpose) DO UPDATE SET
+                 granted = EXCLUDED.granted, change_time = EXCLUDED.change_time, source = EXCLUDED.source
+             WHERE EXCLUDED.change_time > c.change_time
+             RETURNING customer_id, channel, purpose",
+        )
+        .bind(tenant.as_str())
+        .bind(&c)
+        .bind(&ch)
+        .bind(&pu)
+        .bind(&gr)
+        .bind(&ti)
+        .bind(&so)
+        .fetch_all(&mut *tx)
+        .await?;
+        current = updated
+            .into_iter()
+            .map(|key| pb::ConsentUpdate {
+                customer_id: key.0,
+                consent: Some(latest[&key].to_proto()),
+            })
+            .collect();
+    }
+
+    for (index, change, customer) in &kept {
+        let resource = customer_name(tenant, *customer);
+        let key = (
+            *customer,
+            change.channel as i16,
+            change.purpose as i16,
+            change.change_time,
+        );
+        fates.push(if new.contains(&key) {
+            (*index, Fate::Accepted { resource })
+        } else {
+            (*index, Fate::Duplicate { resource })
+        });
+    }
+    let mut events: Vec<NewEvent> = resolved.created_event(tenant).into_iter().collect();
+    if !current.is_empty() {
+        events.push(NewEvent::new(
+            tenant,
+            "consent.changed",
+            &pb::ConsentsChanged { changes: current },
+        ));
+    }
+    outbox.publish(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(fates)
+}
