@@ -118,3 +118,88 @@ async fn an_invalid_atomic_chunk_ends_the_stream_and_stores_nothing_of_it() {
         .unwrap_err();
     assert_eq!(violated_fields(&status), ["customers"]);
 }
+
+#[tokio::test]
+async fn importing_a_csv_file_twice_stores_it_once_and_lists_rejected_rows_by_line() {
+    use boomerang_ingestion::import::{Format, ImportOptions, ItemKind, import};
+
+    let app = spawn().await;
+    let dir = std::env::temp_dir().join(boomerang_testkit::unique_name("import"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("orders.csv");
+    let mut csv = String::from("order_id,customer_id,placed_at,amount,currency,status,channel\n");
+    for i in 0..250 {
+        csv.push_str(&format!(
+            "A-{i},C-{},2024-0{}-1{},{}.{:02},EUR,paid,store\n",
+            i % 40,
+            1 + i % 9,
+            i % 10,
+            10 + i,
+            i % 100
+        ));
+    }
+    csv.push_str("A-bad,C-1,2024-13-01,10.00,EUR,paid,store\n");
+    csv.push_str("A-250,C-1,2024-03-01,10.00,EUR,paid,store,extra\n");
+    csv.push_str("A-1,C-1,2024-02-11,11.01,EUR,cancelled,store\n");
+    std::fs::write(&file, csv).unwrap();
+    let options = ImportOptions {
+        kind: ItemKind::Orders,
+        file: file.clone(),
+        tenant: boomerang_auth::TenantId::parse(TENANT).unwrap(),
+        format: Format::of(&file),
+        customer_column: Default::default(),
+        chunk_size: 500,
+        parallel: 3,
+        rejects: dir.join("orders.rejects.csv"),
+        show_progress: false,
+    };
+
+    let first = import(app.server.channel(), &app.token, options.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.rows, first.accepted, first.invalid),
+        (253, 251, 2),
+        "{first}"
+    );
+    let rejects = std::fs::read_to_string(&options.rejects).unwrap();
+    let lines: Vec<&str> = rejects.lines().collect();
+    assert_eq!(lines[0], "line,reason,record");
+    assert!(
+        lines[1].starts_with("252,") && lines[1].contains("neither RFC 3339"),
+        "{rejects}"
+    );
+    assert!(
+        lines[2].starts_with("253,") && lines[2].contains("malformed csv"),
+        "{rejects}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 250);
+    let cancelled: i16 = sqlx::query_scalar("SELECT status FROM orders WHERE order_id = 'A-1'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        cancelled,
+        pb::OrderStatus::Cancelled as i16,
+        "a later row for the same order wins"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM customers").await, 40);
+
+    // Re-running replays the file in order: A-1 goes through paid and back to cancelled (its two rows are
+    // accepted again), every other row is a duplicate, and nothing is stored twice.
+    let again = import(app.server.channel(), &app.token, options)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.accepted, again.duplicates, again.invalid),
+        (2, 249, 2),
+        "{again}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 250);
+    assert_eq!(
+        app.count("SELECT status::bigint FROM orders WHERE order_id = 'A-1'")
+            .await,
+        4
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
