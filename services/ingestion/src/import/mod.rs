@@ -187,6 +187,9 @@ impl Shared {
     }
 }
 
+/// The source rows (line, text) of each chunk sent and not yet answered, by chunk id.
+type Pending = Arc<Mutex<HashMap<i64, Vec<(u64, String)>>>>;
+
 /// One chunk on its way: the request, the rows it came from (to report rejects by line), and the ids in it.
 struct Chunk {
     request: pb::ImportRequest,
@@ -404,7 +407,7 @@ async fn run_stream(
     chunks: mpsc::Receiver<Chunk>,
     shared: Arc<Shared>,
 ) -> Result<(), ImportError> {
-    let pending: Arc<Mutex<HashMap<i64, Vec<(u64, String)>>>> = Arc::default();
+    let pending: Pending = Arc::default();
     let requests = {
         let pending = pending.clone();
         ReceiverStream::new(chunks).map(move |chunk| {
