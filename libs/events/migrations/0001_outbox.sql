@@ -5,15 +5,18 @@
 CREATE TABLE outbox (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id    uuid        NOT NULL,
-    tenant_id   text        NOT NULL,
-    event_type  text        NOT NULL,
-    -- The payload as an encoded google.protobuf.Any.
+    tenant_id   text COLLATE "C" NOT NULL,
+    event_type  text COLLATE "C" NOT NULL,
+    -- The payload as an encoded google.protobuf.Any; stored uncompressed, because protobuf barely compresses and
+    -- compressing a batch's payload costs more than writing it.
     payload     bytea       NOT NULL,
     create_time timestamptz NOT NULL DEFAULT now(),
     position    bigint UNIQUE
 );
 
 -- Finds the rows still waiting for a position without scanning sequenced ones.
+ALTER TABLE outbox ALTER COLUMN payload SET STORAGE EXTERNAL;
+
 CREATE INDEX outbox_unsequenced ON outbox (id) WHERE position IS NULL;
 -- Retention deletes old sequenced events.
 CREATE INDEX outbox_create_time ON outbox (create_time) WHERE position IS NOT NULL;
@@ -28,7 +31,7 @@ INSERT INTO outbox_sequencer (id, last_position) VALUES (1, 0);
 -- Where each consumer of another service's events has got to. Updated in the same transaction as the consumer's
 -- effects, so effects and cursor never disagree.
 CREATE TABLE event_cursors (
-    consumer    text PRIMARY KEY,
+    consumer    text COLLATE "C" PRIMARY KEY,
     position    bigint      NOT NULL,
     update_time timestamptz NOT NULL DEFAULT now()
 );

@@ -403,7 +403,8 @@ async fn write_plan(
     Ok(written)
 }
 
-/// Moves everything held for merged customers to their survivors and empties the merged rows.
+/// Moves what merged customers hold to their survivors and empties the merged rows. Orders stay where they are:
+/// they reach the survivor through `merged_into` (see the orders table in the migration).
 async fn rekey_merged(
     conn: &mut PgConnection,
     tenant: &TenantId,
@@ -423,9 +424,6 @@ async fn rekey_merged(
         "UPDATE identifiers i SET customer_id = m.survivor
          FROM unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor)
          WHERE i.tenant_id = $1 AND i.customer_id = m.merged",
-        "UPDATE orders o SET customer_id = m.survivor, update_time = now()
-         FROM unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor)
-         WHERE o.tenant_id = $1 AND o.customer_id = m.merged",
         "UPDATE market_transactions t SET customer_id = m.survivor
          FROM unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor)
          WHERE t.tenant_id = $1 AND t.customer_id = m.merged",

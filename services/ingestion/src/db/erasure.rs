@@ -86,7 +86,8 @@ pub async fn erase(
         "DELETE FROM identity_conflicts
          WHERE tenant_id = $1 AND (customer_id = ANY($2) OR other_customer_id = ANY($2))",
         "DELETE FROM merges WHERE tenant_id = $1 AND (survivor_id = ANY($2) OR merged_id = ANY($2))",
-        // Orders stay as anonymous revenue: amounts, dates and stores without a person.
+        // Orders stay as anonymous revenue: amounts, dates and stores without a person. Orders have no customer index
+        // (it would slow the bulk path for this rare operation), so this scans the tenant's orders.
         "UPDATE orders SET customer_id = NULL, update_time = now() WHERE tenant_id = $1 AND customer_id = ANY($2)",
         "DELETE FROM customers WHERE tenant_id = $1 AND id = ANY($2)",
         "INSERT INTO erasures (tenant_id, customer_id) SELECT $1, * FROM unnest($2::bigint[])",

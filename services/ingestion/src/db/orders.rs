@@ -5,6 +5,8 @@ use boomerang_events::{NewEvent, Outbox};
 use boomerang_proto::ingestion as pb;
 use boomerang_service_kit::time::to_timestamp;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
 use sqlx::{PgConnection, PgPool};
 
 use super::refs;
@@ -106,6 +108,25 @@ struct OrderColumns {
 }
 
 impl OrderColumns {
+    /// The rows whose order id is not in `written`.
+    fn without(&self, written: &HashMap<String, Option<i16>>) -> OrderColumns {
+        let mut rest = OrderColumns::default();
+        for i in 0..self.order_ids.len() {
+            if !written.contains_key(&self.order_ids[i]) {
+                rest.order_ids.push(self.order_ids[i].clone());
+                rest.customers.push(self.customers[i]);
+                rest.channels.push(self.channels[i]);
+                rest.stores.push(self.stores[i].clone());
+                rest.place_times.push(self.place_times[i]);
+                rest.statuses.push(self.statuses[i]);
+                rest.amounts.push(self.amounts[i]);
+                rest.currencies.push(self.currencies[i]);
+                rest.lines_hashes.push(self.lines_hashes[i]);
+            }
+        }
+        rest
+    }
+
     fn push(&mut self, order: &Order, customer: Option<i64>) {
         self.order_ids.push(order.order_id.clone());
         self.customers.push(customer);
@@ -121,39 +142,25 @@ impl OrderColumns {
 
 /// Inserts new orders and updates changed ones; returns each written order id with its previous status (`None`
 /// when new). Orders sent again unchanged are not written and not returned.
+///
+/// The bulk path (new orders) is one plain insert. Only orders that already existed go through the update, which
+/// joins the table a second time to return each order's status as it was before the statement.
 async fn upsert_rows(
     conn: &mut PgConnection,
     tenant: &TenantId,
     rows: &OrderColumns,
-) -> Result<std::collections::HashMap<String, Option<i16>>, sqlx::Error> {
+) -> Result<HashMap<String, Option<i16>>, sqlx::Error> {
     if rows.order_ids.is_empty() {
-        return Ok(Default::default());
+        return Ok(HashMap::new());
     }
-    // `previous` reads the rows as they were before this statement (all parts of one statement share a snapshot),
-    // which gives each change its previous status in the same round trip.
-    let written: Vec<(String, Option<i16>)> = sqlx::query_as(
-        "WITH input AS (
-             SELECT * FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::text[], $6::timestamptz[],
-                                  $7::smallint[], $8::bigint[], $9::text[], $10::bigint[])
-                 AS t(order_id, customer_id, channel, store, place_time, status, amount_minor, currency, lines_hash)
-         ), previous AS (
-             SELECT o.order_id, o.status FROM orders o JOIN input i ON o.tenant_id = $1 AND o.order_id = i.order_id
-         ), written AS (
-             INSERT INTO orders AS o (tenant_id, order_id, customer_id, channel, store, place_time, status,
-                                      amount_minor, currency, lines_hash)
-             SELECT $1, * FROM input
-             ON CONFLICT (tenant_id, order_id) DO UPDATE SET
-                 customer_id = EXCLUDED.customer_id, channel = EXCLUDED.channel, store = EXCLUDED.store,
-                 place_time = EXCLUDED.place_time, status = EXCLUDED.status,
-                 amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency,
-                 lines_hash = EXCLUDED.lines_hash, update_time = now()
-             WHERE (o.customer_id, o.channel, o.store, o.place_time, o.status, o.amount_minor, o.currency, o.lines_hash)
-                   IS DISTINCT FROM
-                   (EXCLUDED.customer_id, EXCLUDED.channel, EXCLUDED.store, EXCLUDED.place_time, EXCLUDED.status,
-                    EXCLUDED.amount_minor, EXCLUDED.currency, EXCLUDED.lines_hash)
-             RETURNING o.order_id
-         )
-         SELECT w.order_id, p.status FROM written w LEFT JOIN previous p USING (order_id)",
+    // unnest in the select list streams rows (a ProjectSet) where unnest in FROM would first materialise them all.
+    let inserted = sqlx::query(
+        "INSERT INTO orders (tenant_id, order_id, customer_id, channel, store, place_time, status,
+                             amount_minor, currency, lines_hash)
+         SELECT $1, unnest($2::text[]), unnest($3::bigint[]), unnest($4::smallint[]), unnest($5::text[]),
+                unnest($6::timestamptz[]), unnest($7::smallint[]), unnest($8::bigint[]), unnest($9::text[]),
+                unnest($10::bigint[])
+         ON CONFLICT (tenant_id, order_id) DO NOTHING",
     )
     .bind(tenant.as_str())
     .bind(&rows.order_ids)
@@ -165,9 +172,58 @@ async fn upsert_rows(
     .bind(&rows.amounts)
     .bind(&rows.currencies)
     .bind(&rows.lines_hashes)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted as usize == rows.order_ids.len() {
+        return Ok(rows.order_ids.iter().map(|id| (id.clone(), None)).collect());
+    }
+    // Some orders existed: the ones this transaction inserted are those whose row version it created.
+    let new: Vec<String> = sqlx::query_scalar(
+        "SELECT order_id FROM orders
+         WHERE tenant_id = $1 AND order_id = ANY($2) AND xmin = pg_current_xact_id()::xid",
+    )
+    .bind(tenant.as_str())
+    .bind(&rows.order_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut written: HashMap<String, Option<i16>> = new.into_iter().map(|id| (id, None)).collect();
+
+    let existing = rows.without(&written);
+    let updated: Vec<(String, i16)> = sqlx::query_as(
+        "UPDATE orders o SET
+             customer_id = i.customer_id, channel = i.channel, store = i.store, place_time = i.place_time,
+             status = i.status, amount_minor = i.amount_minor, currency = i.currency, lines_hash = i.lines_hash,
+             update_time = now()
+         FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::text[], $6::timestamptz[],
+                     $7::smallint[], $8::bigint[], $9::text[], $10::bigint[])
+                 AS i(order_id, customer_id, channel, store, place_time, status, amount_minor, currency, lines_hash),
+              orders previous
+         WHERE o.tenant_id = $1 AND o.order_id = i.order_id
+           AND previous.tenant_id = $1 AND previous.order_id = i.order_id
+           AND (o.customer_id, o.channel, o.store, o.place_time, o.status, o.amount_minor, o.currency, o.lines_hash)
+               IS DISTINCT FROM
+               (i.customer_id, i.channel, i.store, i.place_time, i.status, i.amount_minor, i.currency, i.lines_hash)
+         RETURNING o.order_id, previous.status",
+    )
+    .bind(tenant.as_str())
+    .bind(&existing.order_ids)
+    .bind(&existing.customers)
+    .bind(&existing.channels)
+    .bind(&existing.stores)
+    .bind(&existing.place_times)
+    .bind(&existing.statuses)
+    .bind(&existing.amounts)
+    .bind(&existing.currencies)
+    .bind(&existing.lines_hashes)
     .fetch_all(conn)
     .await?;
-    Ok(written.into_iter().collect())
+    written.extend(
+        updated
+            .into_iter()
+            .map(|(id, previous)| (id, Some(previous))),
+    );
+    Ok(written)
 }
 
 /// Replaces the lines of the written orders that have (or had) lines.
@@ -270,16 +326,21 @@ pub async fn update_status(
     status: pb::OrderStatus,
 ) -> Result<Option<pb::Order>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // The order's customer is reported as it is now: the survivor, if the customer was merged since.
     let row: Option<OrderRow> = sqlx::query_as(
         "WITH previous AS (
              SELECT status FROM orders WHERE tenant_id = $1 AND order_id = $2 FOR UPDATE
+         ), updated AS (
+             UPDATE orders o SET status = $3,
+                 update_time = CASE WHEN o.status = $3 THEN o.update_time ELSE now() END
+             FROM previous
+             WHERE o.tenant_id = $1 AND o.order_id = $2
+             RETURNING o.order_id, o.customer_id, o.channel, o.store, o.place_time, o.status,
+                       previous.status AS previous_status, o.amount_minor, o.currency
          )
-         UPDATE orders o SET status = $3,
-             update_time = CASE WHEN o.status = $3 THEN o.update_time ELSE now() END
-         FROM previous
-         WHERE o.tenant_id = $1 AND o.order_id = $2
-         RETURNING o.order_id, o.customer_id, o.channel, o.store, o.place_time, o.status,
-                   previous.status AS previous_status, o.amount_minor, o.currency",
+         SELECT u.order_id, coalesce(c.merged_into, u.customer_id) AS customer_id, u.channel, u.store,
+                u.place_time, u.status, u.previous_status, u.amount_minor, u.currency
+         FROM updated u LEFT JOIN customers c ON c.tenant_id = $1 AND c.id = u.customer_id",
     )
     .bind(tenant.as_str())
     .bind(order_id)

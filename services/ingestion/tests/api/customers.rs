@@ -146,14 +146,24 @@ async fn store_and_web_customers_sharing_an_email_merge_and_their_orders_follow(
     );
 
     let survivor_id: i64 = store_customer.rsplit('/').next().unwrap().parse().unwrap();
-    let order_owner: i64 =
-        sqlx::query_scalar("SELECT customer_id FROM orders WHERE order_id = 'WEB-1'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let order = client
+        .update_order_status(app.req(pb::UpdateOrderStatusRequest {
+            parent: PARENT.into(),
+            order_id: "WEB-1".into(),
+            status: pb::OrderStatus::Refunded as i32,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(
-        order_owner, survivor_id,
-        "the web order moved to the survivor"
+        order.customer_name, store_customer,
+        "the web order now belongs to the survivor"
+    );
+    let events = app.events("order.", 2).await;
+    let refund: pb::OrdersUpserted = boomerang_events::decode_payload(&events[1]).unwrap();
+    assert_eq!(
+        refund.orders[0].customer_id, survivor_id,
+        "and its events name the survivor"
     );
 
     let events = app.events("customer.merged", 1).await;

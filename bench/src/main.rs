@@ -1,0 +1,29 @@
+//! `boomerang-bench`: benchmarks that print figures, each with a baseline measured in the same run on the same
+//! machine. Run them in release mode (see docs/benchmarks.md for the commands and the recorded figures).
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
+mod ingest;
+mod report;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "boomerang-bench", about = "Boomerang benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Ingest a synthetic retailer through the gRPC API, against a raw COPY of the same rows.
+    Ingest(ingest::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Ingest(args) => ingest::run(args).await,
+    }
+}
