@@ -68,6 +68,14 @@ pub async fn serve(config: &Config, services: &[ServiceName]) -> anyhow::Result<
 /// Creates or upgrades every service's schema.
 #[allow(clippy::print_stdout)]
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    boomerang_service_kit::db::ensure_database(&config.kit.postgres.url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach or create the database at {}",
+                redact(&config.kit.postgres.url)
+            )
+        })?;
     let pool = boomerang_service_kit::db::pool(&config.kit.postgres, boomerang_ingestion::SCHEMA)?;
     boomerang_ingestion::migrate(&pool).await.with_context(|| {
         format!(

@@ -21,6 +21,28 @@ pub fn pool(config: &PostgresConfig, schema: &str) -> Result<PgPool, sqlx::Error
         .connect_lazy_with(options))
 }
 
+/// Creates the database `url` names if it does not exist yet, connecting to the server's `postgres` database to do
+/// so. Lets a first `boomerang migrate` work on a bare server.
+pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
+    use sqlx::ConnectOptions;
+    let options = PgConnectOptions::from_str(url)?;
+    match options.connect().await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("3D000") => {
+            let name = options.get_database().unwrap_or("boomerang").to_owned();
+            let mut admin = options.database("postgres").connect().await?;
+            // The name comes from the operator's own configuration; quoting keeps it one identifier.
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+                .execute(&mut admin)
+                .await?;
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Creates `schema` if it does not exist (run before a service's migrations).
 pub async fn ensure_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
     // Schema names come from code, never from callers; checking them keeps the statement safe to build.
