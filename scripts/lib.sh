@@ -68,13 +68,13 @@ ensure_postgres() {
 }
 
 redis_ok() {
-    # PING over a plain socket, so no redis-cli is needed.
-    exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || return 1
-    printf 'PING\r\n' >&3
-    local reply
-    IFS= read -r -t 2 reply <&3 || true
-    exec 3<&- 3>&-
-    [[ "$reply" == +PONG* ]]
+    # PING over a plain socket, so no redis-cli is needed. The subshell keeps its redirections to itself.
+    (
+        exec 3<>"/dev/tcp/$1/$2" || exit 1
+        printf 'PING\r\n' >&3
+        IFS= read -r -t 2 reply <&3 || exit 1
+        [[ "$reply" == +PONG* ]]
+    ) 2>/dev/null
 }
 
 ensure_redis() {

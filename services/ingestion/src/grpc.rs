@@ -1,5 +1,7 @@
 //! The gRPC API: authorization, request validation and the mapping between protobuf and domain types.
 
+use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
 
 use boomerang_auth::{Caller, TenantId, caller};
@@ -42,6 +44,26 @@ pub struct IngestionApi {
     pub outbox: Outbox,
     pub feed: EventFeed,
     pub config: IngestionConfig,
+}
+
+/// A batch call's own fields, before they are checked.
+struct BatchRequest<'a, P> {
+    parent: &'a str,
+    mode: i32,
+    /// The request field holding the items, for field violations (`orders[3].…`).
+    field: &'static str,
+    items: &'a [P],
+}
+
+impl<'a, P> BatchRequest<'a, P> {
+    fn new(parent: &'a str, mode: i32, field: &'static str, items: &'a [P]) -> Self {
+        Self {
+            parent,
+            mode,
+            field,
+            items,
+        }
+    }
 }
 
 /// A checked batch request: its tenant and mode.
@@ -122,96 +144,94 @@ impl IngestionApi {
         Ok(results(fates, conflicts))
     }
 
+    /// The shape every keyed batch method shares: open the batch, validate every item, set exact repeats aside,
+    /// write the rest with `write`, and report every item's fate.
+    async fn keyed_batch<P, T, K, Fut>(
+        &self,
+        caller: &Caller,
+        request: BatchRequest<'_, P>,
+        validate: impl Fn(&P) -> Result<T, FieldViolations>,
+        key: impl Fn(&T) -> K,
+        write: impl FnOnce(TenantId, Vec<(usize, T)>, Mode) -> Fut,
+    ) -> Result<(Vec<pb::ItemResult>, pb::BatchSummary), Status>
+    where
+        T: PartialEq,
+        K: Hash + Eq,
+        Fut: Future<Output = Result<Vec<(usize, Fate)>, IngestionError>>,
+    {
+        let BatchRequest {
+            parent,
+            mode,
+            field,
+            items,
+        } = request;
+        let batch = self.open_batch(caller, parent, mode, items.len(), field)?;
+        let mut validated = Validated::new(items, field, batch.mode, validate, key)
+            .map_err(FieldViolations::into_status)?;
+        let to_write = std::mem::take(&mut validated.items);
+        let written = if to_write.is_empty() {
+            Vec::new()
+        } else {
+            write(batch.tenant, to_write, batch.mode).await?
+        };
+        Ok(results(validated.finish(written), Vec::new()))
+    }
+
     async fn orders_batch(
         &self,
         caller: &Caller,
-        parent: &str,
-        mode: i32,
-        orders: &[pb::Order],
+        request: BatchRequest<'_, pb::Order>,
     ) -> Result<(Vec<pb::ItemResult>, pb::BatchSummary), Status> {
-        let batch = self.open_batch(caller, parent, mode, orders.len(), "orders")?;
         let now = Utc::now();
-        let mut validated = Validated::new(
-            orders,
-            "orders",
-            batch.mode,
+        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        self.keyed_batch(
+            caller,
+            request,
             |o| Order::from_proto(o, now),
             |o| o.order_id.clone(),
+            move |tenant, items, mode| async move {
+                db::orders::ingest(&pool, &outbox, &tenant, items, mode).await
+            },
         )
-        .map_err(FieldViolations::into_status)?;
-        let items = std::mem::take(&mut validated.items);
-        let written = if items.is_empty() {
-            Vec::new()
-        } else {
-            db::orders::ingest(&self.pool, &self.outbox, &batch.tenant, items, batch.mode).await?
-        };
-        Ok(results(validated.finish(written), Vec::new()))
+        .await
     }
 
     async fn transactions_batch(
         &self,
         caller: &Caller,
-        parent: &str,
-        mode: i32,
-        transactions: &[pb::MarketTransaction],
+        request: BatchRequest<'_, pb::MarketTransaction>,
     ) -> Result<(Vec<pb::ItemResult>, pb::BatchSummary), Status> {
-        let batch = self.open_batch(caller, parent, mode, transactions.len(), "transactions")?;
         let now = Utc::now();
-        let mut validated = Validated::new(
-            transactions,
-            "transactions",
-            batch.mode,
+        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        self.keyed_batch(
+            caller,
+            request,
             |t| MarketTransaction::from_proto(t, now),
             |t| t.transaction_id.clone(),
+            move |tenant, items, mode| async move {
+                db::activity::ingest_transactions(&pool, &outbox, &tenant, items, mode).await
+            },
         )
-        .map_err(FieldViolations::into_status)?;
-        let items = std::mem::take(&mut validated.items);
-        let written = if items.is_empty() {
-            Vec::new()
-        } else {
-            db::activity::ingest_transactions(
-                &self.pool,
-                &self.outbox,
-                &batch.tenant,
-                items,
-                batch.mode,
-            )
-            .await?
-        };
-        Ok(results(validated.finish(written), Vec::new()))
+        .await
     }
 
     async fn engagement_batch(
         &self,
         caller: &Caller,
-        parent: &str,
-        mode: i32,
-        events: &[pb::EngagementEvent],
+        request: BatchRequest<'_, pb::EngagementEvent>,
     ) -> Result<(Vec<pb::ItemResult>, pb::BatchSummary), Status> {
-        let batch = self.open_batch(caller, parent, mode, events.len(), "events")?;
         let now = Utc::now();
-        let mut validated = Validated::new(
-            events,
-            "events",
-            batch.mode,
+        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        self.keyed_batch(
+            caller,
+            request,
             |e| EngagementEvent::from_proto(e, now),
             |e| e.event_id.clone(),
+            move |tenant, items, mode| async move {
+                db::activity::ingest_engagement(&pool, &outbox, &tenant, items, mode).await
+            },
         )
-        .map_err(FieldViolations::into_status)?;
-        let items = std::mem::take(&mut validated.items);
-        let written = if items.is_empty() {
-            Vec::new()
-        } else {
-            db::activity::ingest_engagement(
-                &self.pool,
-                &self.outbox,
-                &batch.tenant,
-                items,
-                batch.mode,
-            )
-            .await?
-        };
-        Ok(results(validated.finish(written), Vec::new()))
+        .await
     }
 
     async fn import_chunk(
@@ -236,14 +256,14 @@ impl IngestionApi {
             self.customers_batch(caller, parent, mode, &chunk.customers)
                 .await?
         } else if kinds[1] {
-            self.orders_batch(caller, parent, mode, &chunk.orders)
-                .await?
+            let request = BatchRequest::new(parent, mode, "orders", &chunk.orders);
+            self.orders_batch(caller, request).await?
         } else if kinds[2] {
-            self.transactions_batch(caller, parent, mode, &chunk.transactions)
-                .await?
+            let request = BatchRequest::new(parent, mode, "transactions", &chunk.transactions);
+            self.transactions_batch(caller, request).await?
         } else {
-            self.engagement_batch(caller, parent, mode, &chunk.engagement_events)
-                .await?
+            let request = BatchRequest::new(parent, mode, "events", &chunk.engagement_events);
+            self.engagement_batch(caller, request).await?
         };
         Ok(pb::ImportResponse {
             chunk_id: chunk.chunk_id,
@@ -379,9 +399,8 @@ impl IngestionService for IngestionApi {
     ) -> Result<Response<pb::IngestOrdersResponse>, Status> {
         let caller = caller(&request)?.clone();
         let request = request.into_inner();
-        let (results, summary) = self
-            .orders_batch(&caller, &request.parent, request.mode, &request.orders)
-            .await?;
+        let batch = BatchRequest::new(&request.parent, request.mode, "orders", &request.orders);
+        let (results, summary) = self.orders_batch(&caller, batch).await?;
         Ok(Response::new(pb::IngestOrdersResponse {
             results,
             summary: Some(summary),
@@ -421,14 +440,13 @@ impl IngestionService for IngestionApi {
     ) -> Result<Response<pb::IngestTransactionsResponse>, Status> {
         let caller = caller(&request)?.clone();
         let request = request.into_inner();
-        let (results, summary) = self
-            .transactions_batch(
-                &caller,
-                &request.parent,
-                request.mode,
-                &request.transactions,
-            )
-            .await?;
+        let batch = BatchRequest::new(
+            &request.parent,
+            request.mode,
+            "transactions",
+            &request.transactions,
+        );
+        let (results, summary) = self.transactions_batch(&caller, batch).await?;
         Ok(Response::new(pb::IngestTransactionsResponse {
             results,
             summary: Some(summary),
@@ -441,9 +459,8 @@ impl IngestionService for IngestionApi {
     ) -> Result<Response<pb::IngestEngagementEventsResponse>, Status> {
         let caller = caller(&request)?.clone();
         let request = request.into_inner();
-        let (results, summary) = self
-            .engagement_batch(&caller, &request.parent, request.mode, &request.events)
-            .await?;
+        let batch = BatchRequest::new(&request.parent, request.mode, "events", &request.events);
+        let (results, summary) = self.engagement_batch(&caller, batch).await?;
         Ok(Response::new(pb::IngestEngagementEventsResponse {
             results,
             summary: Some(summary),
@@ -456,29 +473,19 @@ impl IngestionService for IngestionApi {
     ) -> Result<Response<pb::SetConsentsResponse>, Status> {
         let caller = caller(&request)?.clone();
         let request = request.into_inner();
-        let batch = self.open_batch(
-            &caller,
-            &request.parent,
-            request.mode,
-            request.changes.len(),
-            "changes",
-        )?;
         let now = Utc::now();
-        let mut validated = Validated::new(
-            &request.changes,
-            "changes",
-            batch.mode,
-            |change| ConsentChange::from_proto(change, now),
-            ConsentChange::key,
-        )
-        .map_err(FieldViolations::into_status)?;
-        let items = std::mem::take(&mut validated.items);
-        let written = if items.is_empty() {
-            Vec::new()
-        } else {
-            db::consent::set(&self.pool, &self.outbox, &batch.tenant, items, batch.mode).await?
-        };
-        let (results, summary) = results(validated.finish(written), Vec::new());
+        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        let (results, summary) = self
+            .keyed_batch(
+                &caller,
+                BatchRequest::new(&request.parent, request.mode, "changes", &request.changes),
+                |change| ConsentChange::from_proto(change, now),
+                ConsentChange::key,
+                move |tenant, items, mode| async move {
+                    db::consent::set(&pool, &outbox, &tenant, items, mode).await
+                },
+            )
+            .await?;
         Ok(Response::new(pb::SetConsentsResponse {
             results,
             summary: Some(summary),

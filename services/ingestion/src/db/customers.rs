@@ -440,13 +440,15 @@ async fn rekey_merged(
          ON CONFLICT (tenant_id, customer_id, channel, purpose) DO UPDATE SET
              granted = EXCLUDED.granted, change_time = EXCLUDED.change_time, source = EXCLUDED.source
          WHERE EXCLUDED.change_time > consents.change_time",
-        "DELETE FROM consents WHERE tenant_id = $1 AND customer_id = ANY($2)",
+        "DELETE FROM consents c USING unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor)
+         WHERE c.tenant_id = $1 AND c.customer_id = m.merged",
         "INSERT INTO consent_history (tenant_id, customer_id, channel, purpose, change_time, granted, source, record_time)
          SELECT $1, m.survivor, h.channel, h.purpose, h.change_time, h.granted, h.source, h.record_time
          FROM consent_history h JOIN unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor) ON h.customer_id = m.merged
          WHERE h.tenant_id = $1
          ON CONFLICT DO NOTHING",
-        "DELETE FROM consent_history WHERE tenant_id = $1 AND customer_id = ANY($2)",
+        "DELETE FROM consent_history h USING unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor)
+         WHERE h.tenant_id = $1 AND h.customer_id = m.merged",
         "UPDATE identity_conflicts k SET other_customer_id = m.survivor
          FROM unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor)
          WHERE k.tenant_id = $1 AND k.other_customer_id = m.merged",
@@ -456,8 +458,11 @@ async fn rekey_merged(
          FROM identity_conflicts k JOIN unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor) ON k.customer_id = m.merged
          WHERE k.tenant_id = $1
          ON CONFLICT DO NOTHING",
-        "DELETE FROM identity_conflicts WHERE tenant_id = $1 AND customer_id = ANY($2)",
+        "DELETE FROM identity_conflicts k USING unnest($2::bigint[], $3::bigint[]) AS m(merged, survivor)
+         WHERE k.tenant_id = $1 AND k.customer_id = m.merged",
     ];
+    // Every statement uses all three parameters: sqlx caches prepared statements by their text, so a statement bound
+    // here with three arguments must not share its text with one bound elsewhere with two.
     for statement in statements {
         sqlx::query(statement)
             .bind(tenant.as_str())

@@ -14,6 +14,12 @@
 //! 4. Identifiers nobody owns are attached to the customer, except a single-valued one whose slot the customer
 //!    already fills with another value: that is a conflict too, and it is not attached.
 //! 5. The record's profile fields overwrite the customer's; fields it leaves empty keep their values.
+//!
+//! A later record can change how an earlier one resolves (an identifier the earlier one names gets its owner only
+//! further on), so the batch is applied repeatedly until a pass changes no identity decision. Those decisions only
+//! ever shrink the world (fewer unowned identifiers, fewer customers), so this ends, and a retry of the same batch is
+//! one more pass that changes nothing. A record counts as a change when it created, attached or merged something,
+//! or when its customer's profile ends the batch different from before in a field the record gives.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -100,10 +106,21 @@ pub struct Plan {
 struct State {
     identifiers: Vec<Identifier>,
     profile: Profile,
+    /// The profile before the batch; `None` for customers the batch creates.
+    initial: Option<Profile>,
     created: bool,
-    profile_changed: bool,
-    touched: bool,
+    /// Whether identifiers were attached or customers merged into it.
+    identity_changed: bool,
 }
+
+impl State {
+    fn profile_changed(&self) -> bool {
+        self.initial.as_ref() != Some(&self.profile)
+    }
+}
+
+/// Most passes over a batch; a realistic batch settles in two (the second only confirms the first).
+const MAX_PASSES: usize = 8;
 
 struct Resolver {
     owner: HashMap<Identifier, CustomerRef>,
@@ -133,18 +150,33 @@ pub fn resolve(known: Vec<KnownCustomer>, records: &[CustomerRecord]) -> Plan {
             reference,
             State {
                 identifiers: customer.identifiers,
+                initial: Some(customer.profile.clone()),
                 profile: customer.profile,
                 created: false,
-                profile_changed: false,
-                touched: false,
+                identity_changed: false,
             },
         );
     }
-    let outcomes: Vec<RecordOutcome> = records
+    let mut outcomes: Vec<RecordOutcome> = records
         .iter()
         .map(|record| resolver.apply(record))
         .collect();
-    resolver.finish(outcomes)
+    for _ in 1..MAX_PASSES {
+        let again: Vec<RecordOutcome> = records
+            .iter()
+            .map(|record| resolver.apply(record))
+            .collect();
+        let settled = again.iter().all(|outcome| !outcome.changed);
+        for (outcome, later) in outcomes.iter_mut().zip(again) {
+            outcome.changed |= later.changed;
+            outcome.customer = later.customer;
+            outcome.conflicts = later.conflicts;
+        }
+        if settled {
+            break;
+        }
+    }
+    resolver.finish(outcomes, records)
 }
 
 impl Resolver {
@@ -189,9 +221,9 @@ impl Resolver {
                     State {
                         identifiers: Vec::new(),
                         profile: Profile::default(),
+                        initial: None,
                         created: true,
-                        profile_changed: false,
-                        touched: true,
+                        identity_changed: true,
                     },
                 );
                 changed = true;
@@ -256,18 +288,14 @@ impl Resolver {
                 continue;
             }
             state.identifiers.push(identifier.clone());
-            state.touched = true;
+            state.identity_changed = true;
             self.owner.insert(identifier.clone(), primary);
             self.attach.push((identifier.clone(), primary));
             changed = true;
         }
 
-        let state = self.state(primary);
-        if state.profile.apply(&record.profile) {
-            state.profile_changed = true;
-            state.touched = true;
-            changed = true;
-        }
+        // Profiles decide nothing about identity: whether they changed is judged once the batch settles.
+        self.state(primary).profile.apply(&record.profile);
         RecordOutcome {
             customer: primary,
             changed,
@@ -298,10 +326,8 @@ impl Resolver {
             .expect("merged customer is live");
         let state = self.state(survivor);
         state.identifiers.extend(merged_state.identifiers);
-        let before = state.profile.clone();
         state.profile.fill_gaps(&merged_state.profile);
-        state.profile_changed |= state.profile != before || merged_state.profile_changed;
-        state.touched = true;
+        state.identity_changed = true;
         self.forward.insert(merged, survivor);
         if let CustomerRef::Existing(merged_id) = merged {
             self.merges.push(MergeStep {
@@ -318,10 +344,13 @@ impl Resolver {
         survivor
     }
 
-    fn finish(self, mut outcomes: Vec<RecordOutcome>) -> Plan {
+    fn finish(self, mut outcomes: Vec<RecordOutcome>, records: &[CustomerRecord]) -> Plan {
         let mut conflicts = Vec::new();
-        for outcome in &mut outcomes {
+        for (outcome, record) in outcomes.iter_mut().zip(records) {
             outcome.customer = self.resolve(outcome.customer);
+            let state = &self.customers[&outcome.customer];
+            outcome.changed |=
+                gives_a_change(&record.profile, state.initial.as_ref(), &state.profile);
             for conflict in &mut outcome.conflicts {
                 conflict.customer = self.resolve(conflict.customer);
                 conflict.other = conflict.other.map(|other| self.resolve(other));
@@ -331,7 +360,7 @@ impl Resolver {
         let touched = self
             .customers
             .iter()
-            .filter(|(_, state)| state.touched)
+            .filter(|(_, state)| state.created || state.identity_changed || state.profile_changed())
             .map(|(&customer, state)| TouchedCustomer {
                 customer,
                 profile: state.profile.clone(),
@@ -341,7 +370,7 @@ impl Resolver {
                     .find(|identifier| identifier.kind() == Kind::External)
                     .map(|identifier| identifier.value().to_owned()),
                 created: state.created,
-                profile_changed: state.profile_changed,
+                profile_changed: state.profile_changed(),
             })
             .collect();
         let attach = self
@@ -363,6 +392,18 @@ impl Resolver {
             conflicts,
         }
     }
+}
+
+/// Whether the batch left a field that `given` provides different from how it was before (`initial`; `None` for a
+/// customer the batch created, which had nothing).
+fn gives_a_change(given: &Profile, initial: Option<&Profile>, now: &Profile) -> bool {
+    let empty = Profile::default();
+    let initial = initial.unwrap_or(&empty);
+    (given.given_name.is_some() && initial.given_name != now.given_name)
+        || (given.family_name.is_some() && initial.family_name != now.family_name)
+        || (given.birth_date.is_some() && initial.birth_date != now.birth_date)
+        || (given.postcode.is_some() && initial.postcode != now.postcode)
+        || (given.country.is_some() && initial.country != now.country)
 }
 
 fn describe(customer: CustomerRef) -> String {
@@ -544,6 +585,48 @@ mod tests {
         assert_eq!(survivor.profile.given_name.as_deref(), Some("Ada"));
         assert_eq!(survivor.profile.postcode.as_deref(), Some("75001"));
         assert!(survivor.profile_changed);
+    }
+
+    #[test]
+    fn a_record_naming_an_identifier_created_later_in_its_batch_settles_before_the_batch_ends() {
+        let (web_v2, web_v0) = (id(Kind::WebAccount, "v2"), id(Kind::WebAccount, "v0"));
+        let (ext_v0, ext_v2) = (id(Kind::External, "v0"), id(Kind::External, "v2"));
+        let (p1, p3) = (id(Kind::Email, "p1@x.io"), id(Kind::Email, "p3@x.io"));
+        let world = vec![known(1, vec![web_v2, p1.clone(), ext_v0, p3])];
+        // The first record names ext v2, which the second record gives its own customer: only a second pass over the
+        // batch attaches web v0 to that customer, as a retry of the batch would.
+        let batch = [
+            record(vec![ext_v2.clone(), web_v0.clone(), p1]),
+            record(vec![ext_v2.clone()]),
+        ];
+        let plan = resolve(world.clone(), &batch);
+        assert!(
+            plan.attach.contains(&(web_v0, CustomerRef::New(0))),
+            "{:?}",
+            plan.attach
+        );
+        let replay = resolve(apply(&world, &plan), &batch);
+        assert!(replay.outcomes.iter().all(|o| !o.changed));
+    }
+
+    #[test]
+    fn the_last_record_of_a_batch_wins_and_a_retry_is_a_duplicate() {
+        let email = id(Kind::Email, "a@x.io");
+        let mut ada = record(vec![email.clone()]);
+        ada.profile.given_name = Some("Ada".into());
+        let mut bea = record(vec![email]);
+        bea.profile.given_name = Some("Bea".into());
+        let batch = [ada, bea];
+        let plan = resolve(vec![], &batch);
+        assert_eq!(plan.touched[0].profile.given_name.as_deref(), Some("Bea"));
+        let mut world = apply(&[], &plan);
+        world[0].profile = plan.touched[0].profile.clone();
+        let replay = resolve(world, &batch);
+        assert!(
+            replay.outcomes.iter().all(|o| !o.changed),
+            "a retry changes nothing in the end"
+        );
+        assert!(replay.touched.is_empty());
     }
 
     /// Applies a plan to the world it was made for, giving new customers ids after the existing ones.
