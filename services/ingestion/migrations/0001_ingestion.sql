@@ -34,6 +34,13 @@ CREATE TABLE identifiers (
 );
 CREATE INDEX identifiers_customer ON identifiers (tenant_id, customer_id);
 
+-- Moves on whenever identifiers change owner (merges) or disappear (erasure); caches of identifier owners are valid
+-- only under the epoch they were read in (see src/db/cache.rs).
+CREATE TABLE identity_epochs (
+    tenant_id text COLLATE "C" PRIMARY KEY,
+    epoch     bigint NOT NULL
+);
+
 -- Merge history: merged_id was found to be the same person as survivor_id through (via_kind, via_value).
 CREATE TABLE merges (
     tenant_id   text COLLATE "C" NOT NULL,

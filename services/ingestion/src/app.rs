@@ -43,6 +43,7 @@ pub fn build(platform: &Platform, config: &IngestionConfig) -> Result<ServiceBun
     let api = IngestionApi {
         pool: pool.clone(),
         outbox,
+        cache: Default::default(),
         feed,
         config: config.clone(),
     };

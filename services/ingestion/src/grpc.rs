@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use boomerang_auth::{Caller, TenantId, caller};
 use boomerang_events::{EventFeed, Outbox};
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::IngestionConfig;
 use crate::db;
+use crate::db::cache::IdentityCache;
 use crate::domain::activity::{EngagementEvent, MarketTransaction};
 use crate::domain::batch::{Fate, Mode, Validated, results};
 use crate::domain::consent::ConsentChange;
@@ -42,6 +44,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct IngestionApi {
     pub pool: PgPool,
     pub outbox: Outbox,
+    pub cache: Arc<IdentityCache>,
     pub feed: EventFeed,
     pub config: IngestionConfig,
 }
@@ -183,14 +186,14 @@ impl IngestionApi {
         request: BatchRequest<'_, pb::Order>,
     ) -> Result<(Vec<pb::ItemResult>, pb::BatchSummary), Status> {
         let now = Utc::now();
-        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        let (pool, outbox, cache) = (self.pool.clone(), self.outbox.clone(), self.cache.clone());
         self.keyed_batch(
             caller,
             request,
             |o| Order::from_proto(o, now),
             |o| o.order_id.clone(),
             move |tenant, items, mode| async move {
-                db::orders::ingest(&pool, &outbox, &tenant, items, mode).await
+                db::orders::ingest(&pool, &outbox, &cache, &tenant, items, mode).await
             },
         )
         .await
@@ -202,14 +205,15 @@ impl IngestionApi {
         request: BatchRequest<'_, pb::MarketTransaction>,
     ) -> Result<(Vec<pb::ItemResult>, pb::BatchSummary), Status> {
         let now = Utc::now();
-        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        let (pool, outbox, cache) = (self.pool.clone(), self.outbox.clone(), self.cache.clone());
         self.keyed_batch(
             caller,
             request,
             |t| MarketTransaction::from_proto(t, now),
             |t| t.transaction_id.clone(),
             move |tenant, items, mode| async move {
-                db::activity::ingest_transactions(&pool, &outbox, &tenant, items, mode).await
+                db::activity::ingest_transactions(&pool, &outbox, &cache, &tenant, items, mode)
+                    .await
             },
         )
         .await
@@ -221,14 +225,14 @@ impl IngestionApi {
         request: BatchRequest<'_, pb::EngagementEvent>,
     ) -> Result<(Vec<pb::ItemResult>, pb::BatchSummary), Status> {
         let now = Utc::now();
-        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        let (pool, outbox, cache) = (self.pool.clone(), self.outbox.clone(), self.cache.clone());
         self.keyed_batch(
             caller,
             request,
             |e| EngagementEvent::from_proto(e, now),
             |e| e.event_id.clone(),
             move |tenant, items, mode| async move {
-                db::activity::ingest_engagement(&pool, &outbox, &tenant, items, mode).await
+                db::activity::ingest_engagement(&pool, &outbox, &cache, &tenant, items, mode).await
             },
         )
         .await
@@ -474,7 +478,7 @@ impl IngestionService for IngestionApi {
         let caller = caller(&request)?.clone();
         let request = request.into_inner();
         let now = Utc::now();
-        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        let (pool, outbox, cache) = (self.pool.clone(), self.outbox.clone(), self.cache.clone());
         let (results, summary) = self
             .keyed_batch(
                 &caller,
@@ -482,7 +486,7 @@ impl IngestionService for IngestionApi {
                 |change| ConsentChange::from_proto(change, now),
                 ConsentChange::key,
                 move |tenant, items, mode| async move {
-                    db::consent::set(&pool, &outbox, &tenant, items, mode).await
+                    db::consent::set(&pool, &outbox, &cache, &tenant, items, mode).await
                 },
             )
             .await?;

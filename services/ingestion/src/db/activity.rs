@@ -9,8 +9,9 @@ use boomerang_service_kit::time::to_timestamp;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::cache::IdentityCache;
+use super::customer_name;
 use super::refs::{self, Resolved};
-use super::{customer_name, lock_identity};
 use crate::domain::activity::{EngagementEvent, MarketTransaction};
 use crate::domain::batch::{Fate, Mode, refusals};
 use crate::domain::identifier::Identifier;
@@ -87,16 +88,17 @@ fn fates_of<T: Fact>(
 pub async fn ingest_transactions(
     pool: &PgPool,
     outbox: &Outbox,
+    cache: &IdentityCache,
     tenant: &TenantId,
     mut transactions: Vec<(usize, MarketTransaction)>,
     mode: Mode,
 ) -> Result<Vec<(usize, Fate)>, IngestionError> {
     transactions.sort_by(|a, b| a.1.transaction_id.cmp(&b.1.transaction_id));
     let mut tx = pool.begin().await?;
-    lock_identity(&mut tx, tenant, false).await?;
-    let mut resolved = refs::resolve(
+    let (epoch, mut resolved) = refs::resolve(
         &mut tx,
         tenant,
+        cache,
         transactions.iter().map(|(_, t)| &t.customer),
     )
     .await?;
@@ -172,6 +174,7 @@ pub async fn ingest_transactions(
     }
     outbox.publish(&mut tx, events).await?;
     tx.commit().await?;
+    cache.remember(tenant, epoch, &resolved.customers);
     Ok(fates)
 }
 
@@ -179,15 +182,20 @@ pub async fn ingest_transactions(
 pub async fn ingest_engagement(
     pool: &PgPool,
     outbox: &Outbox,
+    cache: &IdentityCache,
     tenant: &TenantId,
     mut engagement: Vec<(usize, EngagementEvent)>,
     mode: Mode,
 ) -> Result<Vec<(usize, Fate)>, IngestionError> {
     engagement.sort_by(|a, b| a.1.event_id.cmp(&b.1.event_id));
     let mut tx = pool.begin().await?;
-    lock_identity(&mut tx, tenant, false).await?;
-    let mut resolved =
-        refs::resolve(&mut tx, tenant, engagement.iter().map(|(_, e)| &e.customer)).await?;
+    let (epoch, mut resolved) = refs::resolve(
+        &mut tx,
+        tenant,
+        cache,
+        engagement.iter().map(|(_, e)| &e.customer),
+    )
+    .await?;
     let (kept, mut fates) = split(engagement, &resolved);
     if mode == Mode::Atomic && !fates.is_empty() {
         return Err(IngestionError::Refused(refusals(&fates, "events")));
@@ -242,5 +250,6 @@ pub async fn ingest_engagement(
     }
     outbox.publish(&mut tx, events).await?;
     tx.commit().await?;
+    cache.remember(tenant, epoch, &resolved.customers);
     Ok(fates)
 }

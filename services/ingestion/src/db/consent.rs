@@ -8,7 +8,8 @@ use boomerang_proto::ingestion as pb;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{customer_name, lock_identity, refs};
+use super::cache::IdentityCache;
+use super::{customer_name, refs};
 use crate::domain::batch::{Fate, Mode, refusals};
 use crate::domain::consent::ConsentChange;
 use crate::error::IngestionError;
@@ -18,14 +19,19 @@ use crate::error::IngestionError;
 pub async fn set(
     pool: &PgPool,
     outbox: &Outbox,
+    cache: &IdentityCache,
     tenant: &TenantId,
     changes: Vec<(usize, ConsentChange)>,
     mode: Mode,
 ) -> Result<Vec<(usize, Fate)>, IngestionError> {
     let mut tx = pool.begin().await?;
-    lock_identity(&mut tx, tenant, false).await?;
-    let mut resolved =
-        refs::resolve(&mut tx, tenant, changes.iter().map(|(_, c)| &c.customer)).await?;
+    let (epoch, mut resolved) = refs::resolve(
+        &mut tx,
+        tenant,
+        cache,
+        changes.iter().map(|(_, c)| &c.customer),
+    )
+    .await?;
     let mut fates = Vec::new();
     let mut kept = Vec::with_capacity(changes.len());
     for (index, change) in changes {
@@ -146,5 +152,6 @@ pub async fn set(
     }
     outbox.publish(&mut tx, events).await?;
     tx.commit().await?;
+    cache.remember(tenant, epoch, &resolved.customers);
     Ok(fates)
 }

@@ -267,6 +267,8 @@ async fn write_plan(
     }
 
     if !plan.merged_into.is_empty() {
+        // Identifiers change owner: caches of owners read before this commit must not be trusted after it.
+        super::bump_identity_epoch(conn, tenant).await?;
         let merged: Vec<i64> = plan.merged_into.iter().map(|(m, _)| *m).collect();
         let survivors: Vec<i64> = plan
             .merged_into

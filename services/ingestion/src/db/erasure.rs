@@ -77,6 +77,8 @@ pub async fn erase(
     .execute(&mut *tx)
     .await?;
 
+    // The erased person's identifiers disappear: caches of owners read before this commit must not be trusted.
+    super::bump_identity_epoch(&mut tx, tenant).await?;
     let statements = [
         "DELETE FROM identifiers WHERE tenant_id = $1 AND customer_id = ANY($2)",
         "DELETE FROM consents WHERE tenant_id = $1 AND customer_id = ANY($2)",

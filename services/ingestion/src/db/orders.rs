@@ -9,8 +9,9 @@ use std::collections::HashMap;
 
 use sqlx::{PgConnection, PgPool};
 
+use super::cache::IdentityCache;
+use super::customer_name;
 use super::refs;
-use super::{customer_name, lock_identity};
 use crate::domain::batch::{Fate, Mode, refusals};
 use crate::domain::order::{Order, OrderLine};
 use crate::error::IngestionError;
@@ -20,6 +21,7 @@ use crate::error::IngestionError;
 pub async fn ingest(
     pool: &PgPool,
     outbox: &Outbox,
+    cache: &IdentityCache,
     tenant: &TenantId,
     mut orders: Vec<(usize, Order)>,
     mode: Mode,
@@ -27,10 +29,10 @@ pub async fn ingest(
     // Sorted by order id so concurrent batches touch rows in the same order and cannot deadlock.
     orders.sort_by(|a, b| a.1.order_id.cmp(&b.1.order_id));
     let mut tx = pool.begin().await?;
-    lock_identity(&mut tx, tenant, false).await?;
-    let mut resolved = refs::resolve(
+    let (epoch, mut resolved) = refs::resolve(
         &mut tx,
         tenant,
+        cache,
         orders.iter().filter_map(|(_, o)| o.customer.as_ref()),
     )
     .await?;
@@ -91,6 +93,7 @@ pub async fn ingest(
     }
     outbox.publish(&mut tx, published).await?;
     tx.commit().await?;
+    cache.remember(tenant, epoch, &resolved.customers);
     Ok(fates)
 }
 

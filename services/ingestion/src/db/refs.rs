@@ -7,6 +7,7 @@ use boomerang_events::NewEvent;
 use boomerang_proto::ingestion as pb;
 use sqlx::PgConnection;
 
+use super::cache::IdentityCache;
 use crate::domain::identifier::{Identifier, Kind};
 
 /// Customers of the identifiers a batch names.
@@ -43,28 +44,35 @@ impl Resolved {
     }
 }
 
-/// Finds (or creates) the customer of each identifier. Call with the tenant's identity lock held shared.
+/// Finds (or creates) the customer of each identifier: from `cache` where it holds them for the tenant's current
+/// `epoch`, else from Postgres. Takes the tenant's identity lock shared and returns the epoch with the result;
+/// remember the result in the cache once the transaction has committed.
 pub async fn resolve<'a>(
     conn: &mut PgConnection,
     tenant: &TenantId,
+    cache: &IdentityCache,
     identifiers: impl IntoIterator<Item = &'a Identifier>,
-) -> Result<Resolved, sqlx::Error> {
+) -> Result<(i64, Resolved), sqlx::Error> {
+    let epoch = super::lock_identity_shared(conn, tenant).await?;
     let mut wanted: Vec<&Identifier> = identifiers.into_iter().collect();
     // Sorted so concurrent batches lock index entries in the same order and cannot deadlock.
     wanted.sort();
     wanted.dedup();
     let mut resolved = Resolved::default();
     if wanted.is_empty() {
-        return Ok(resolved);
+        return Ok((epoch, resolved));
     }
-    let found = lookup(conn, tenant, &wanted).await?;
-    let missing: Vec<&Identifier> = wanted
+    let (mut found, unknown) = cache.owners(tenant, epoch, wanted);
+    if !unknown.is_empty() {
+        found.extend(lookup(conn, tenant, &unknown).await?);
+    }
+    let missing: Vec<&Identifier> = unknown
         .into_iter()
         .filter(|id| !found.contains_key(*id))
         .collect();
     resolved.customers = found;
     if missing.is_empty() {
-        return Ok(resolved);
+        return Ok((epoch, resolved));
     }
 
     resolved.suppressed = suppressed(conn, tenant, &missing).await?;
@@ -73,7 +81,7 @@ pub async fn resolve<'a>(
         .filter(|id| !resolved.suppressed.contains(*id))
         .collect();
     if to_create.is_empty() {
-        return Ok(resolved);
+        return Ok((epoch, resolved));
     }
     let (kinds, values) = columns(&to_create);
     // The customer row is created only for identifiers this statement actually inserted, so a concurrent batch that
@@ -125,7 +133,7 @@ pub async fn resolve<'a>(
             .customers
             .extend(lookup(conn, tenant, &raced).await?);
     }
-    Ok(resolved)
+    Ok((epoch, resolved))
 }
 
 async fn lookup(

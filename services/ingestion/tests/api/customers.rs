@@ -166,6 +166,27 @@ async fn store_and_web_customers_sharing_an_email_merge_and_their_orders_follow(
         "and its events name the survivor"
     );
 
+    // The web account's owner was cached when WEB-1 arrived; the merge voids that, so a new order lands on the
+    // survivor.
+    let next = client
+        .ingest_orders(app.req(pb::IngestOrdersRequest {
+            parent: PARENT.into(),
+            orders: vec![pb::Order {
+                order_id: "WEB-2".into(),
+                customer: Some(web.clone()),
+                channel: pb::Channel::Web as i32,
+                place_time: days_ago(1),
+                status: pb::OrderStatus::Paid as i32,
+                amount: eur(1990),
+                ..Default::default()
+            }],
+            mode: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.results[0].resource, store_customer);
+
     let events = app.events("customer.merged", 1).await;
     let payload: pb::CustomersMerged = boomerang_events::decode_payload(&events[0]).unwrap();
     assert_eq!(payload.merges[0].survivor_customer_id, survivor_id);
