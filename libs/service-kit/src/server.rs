@@ -55,7 +55,8 @@ impl Platform {
 #[derive(Clone)]
 pub enum Probe {
     Postgres(PgPool),
-    Redis(redis::aio::ConnectionManager),
+    /// Checked with a fresh connection each time, so a service starts (NOT_SERVING) while Redis is still down.
+    Redis(redis::Client),
 }
 
 impl Probe {
@@ -67,13 +68,14 @@ impl Probe {
                     .await
                     .map(drop)
                     .map_err(|err| format!("postgres: {err}")),
-                Probe::Redis(connection) => {
-                    let mut connection = connection.clone();
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut connection)
-                        .await
-                        .map(drop)
-                        .map_err(|err| format!("redis: {err}"))
+                Probe::Redis(client) => {
+                    let ping = async {
+                        let mut connection = client.get_multiplexed_async_connection().await?;
+                        redis::cmd("PING")
+                            .query_async::<String>(&mut connection)
+                            .await
+                    };
+                    ping.await.map(drop).map_err(|err| format!("redis: {err}"))
                 }
             }
         };

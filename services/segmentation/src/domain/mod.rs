@@ -1,0 +1,4 @@
+//! Segmentation's domain: pure logic, no IO.
+
+pub mod groups;
+pub mod rfm;
