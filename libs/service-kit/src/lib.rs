@@ -7,7 +7,6 @@
 
 pub mod config;
 pub mod db;
-pub mod redis;
 mod server;
 mod shutdown;
 pub mod status;

@@ -123,10 +123,6 @@ impl ServiceBundle {
         self.tasks.push(task);
         self
     }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
 }
 
 /// The server could not start or failed while serving.

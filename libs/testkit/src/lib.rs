@@ -138,21 +138,6 @@ impl TestRedis {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
-
-    /// How many keys the test has under its prefix.
-    pub async fn key_count(&self) -> usize {
-        let client = redis::Client::open(redis_url()).expect("redis url");
-        let mut connection = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("test redis reachable");
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query_async(&mut connection)
-            .await
-            .expect("keys");
-        keys.len()
-    }
 }
 
 impl Drop for TestRedis {

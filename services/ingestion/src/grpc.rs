@@ -500,12 +500,14 @@ impl IngestionService for IngestionApi {
         &self,
         request: Request<pb::EraseCustomerRequest>,
     ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
-        let (tenant, id) = customer_name(caller(&request)?, &request.get_ref().name, ERASE)?;
+        let caller = caller(&request)?;
+        let (tenant, id) = customer_name(caller, &request.get_ref().name, ERASE)?;
         let erased = db::erasure::erase(&self.pool, &self.outbox, &tenant, id)
             .await
             .map_err(IngestionError::from)?
             .ok_or_else(|| IngestionError::NotFound(db::customer_name(&tenant, id)))?;
-        tracing::info!(tenant = %tenant, customers = ?erased.customers, "customer erased");
+        // An audit trail of who erased whom (ids only: the personal data is gone).
+        tracing::info!(tenant = %tenant, customers = ?erased.customers, by = caller.subject(), "customer erased");
         Ok(Response::new(pb::EraseCustomerResponse {
             erased_customers: erased
                 .customers

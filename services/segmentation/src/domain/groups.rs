@@ -14,19 +14,6 @@ pub enum Group {
     LoyalAtRisk,
 }
 
-impl Group {
-    pub fn name(self) -> &'static str {
-        match self {
-            Group::New => "New",
-            Group::AboutToSleep => "About to Sleep",
-            Group::Sleepers => "Sleepers",
-            Group::PotentialLoyal => "Potential Loyal",
-            Group::Loyal => "Loyal",
-            Group::LoyalAtRisk => "Loyal at Risk",
-        }
-    }
-}
-
 /// Places the cells whose scores fall in all three ranges into `group`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {

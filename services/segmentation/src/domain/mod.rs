@@ -1,4 +1,6 @@
 //! Segmentation's domain: pure logic, no IO.
 
 pub mod groups;
+pub mod lifecycle;
 pub mod rfm;
+pub mod rupture;

@@ -1,0 +1,102 @@
+//! Ruptures in a customer's buying rhythm, exactly as docs/segmentation.md defines them.
+
+use chrono::NaiveDate;
+
+/// A customer's rhythm and whether it is broken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rhythm {
+    /// Median gap between distinct purchase days.
+    pub typical_gap_days: f64,
+    pub days_since_last: i64,
+    /// Whether the days since the last purchase exceed `multiple` × the typical gap.
+    pub overdue: bool,
+    /// Plain words, for explanations: "buys every 21 days, last order 63 days ago".
+    pub reason: String,
+}
+
+/// The rhythm of a customer with at least three distinct purchase days (`None` otherwise); `multiple` is the
+/// tenant's threshold (for example 2.5).
+pub fn rhythm(purchase_days: &[NaiveDate], today: NaiveDate, multiple: f64) -> Option<Rhythm> {
+    let mut days = purchase_days.to_vec();
+    days.sort_unstable();
+    days.dedup();
+    if days.len() < 3 {
+        return None;
+    }
+    let mut gaps: Vec<i64> = days.windows(2).map(|w| (w[1] - w[0]).num_days()).collect();
+    gaps.sort_unstable();
+    let middle = gaps.len() / 2;
+    let typical = if gaps.len() % 2 == 1 {
+        gaps[middle] as f64
+    } else {
+        (gaps[middle - 1] + gaps[middle]) as f64 / 2.0
+    };
+    let days_since_last = (today - *days.last().expect("three days")).num_days();
+    Some(Rhythm {
+        typical_gap_days: typical,
+        days_since_last,
+        overdue: days_since_last as f64 > multiple * typical,
+        reason: format!(
+            "buys every {} days, last order {days_since_last} days ago",
+            typical.round() as i64
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_three_weekly_buyer_silent_for_nine_weeks_is_overdue() {
+        let days = [
+            day("2026-06-01"),
+            day("2026-06-22"),
+            day("2026-07-13"),
+            day("2026-08-03"),
+            day("2026-08-03"),
+        ];
+        let r = rhythm(&days, day("2026-10-05"), 2.5).unwrap();
+        assert_eq!(r.typical_gap_days, 21.0);
+        assert_eq!(r.days_since_last, 63);
+        assert!(r.overdue);
+        assert_eq!(r.reason, "buys every 21 days, last order 63 days ago");
+        assert!(!rhythm(&days, day("2026-08-30"), 2.5).unwrap().overdue);
+    }
+
+    #[test]
+    fn the_median_ignores_one_long_break_and_two_days_are_not_a_rhythm() {
+        let days = [
+            day("2026-01-01"),
+            day("2026-01-11"),
+            day("2026-06-01"),
+            day("2026-06-11"),
+            day("2026-06-21"),
+        ];
+        assert_eq!(
+            rhythm(&days, day("2026-06-21"), 2.0)
+                .unwrap()
+                .typical_gap_days,
+            10.0
+        );
+        let even = [day("2026-01-01"), day("2026-01-11"), day("2026-01-31")];
+        assert_eq!(
+            rhythm(&even, day("2026-02-01"), 2.0)
+                .unwrap()
+                .typical_gap_days,
+            15.0
+        );
+        assert!(
+            rhythm(
+                &[day("2026-01-01"), day("2026-01-01"), day("2026-01-05")],
+                day("2026-02-01"),
+                2.0
+            )
+            .is_none()
+        );
+    }
+}
