@@ -297,3 +297,33 @@ async fn shutdown_turns_health_to_not_serving_and_stops_the_server() {
         .await
         .unwrap_err();
 }
+
+#[tokio::test]
+async fn the_tower_stack_sheds_load_and_enforces_the_timeout() {
+    let request = || pb::GetCustomerRequest {
+        name: "tenants/acme/customers/1".into(),
+    };
+
+    // No call may run at once: every call is refused at once instead of queueing.
+    let app = spawn_with(|platform| platform.config.server.concurrency_limit = 0).await;
+    let status = app
+        .client()
+        .get_customer(app.req(request()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("concurrency limit"),
+        "{}",
+        status.message()
+    );
+
+    // A call that needs the database cannot finish within 0 ms.
+    let app = spawn_with(|platform| platform.config.server.request_timeout_ms = 0).await;
+    let status = app
+        .client()
+        .get_customer(app.req(request()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
