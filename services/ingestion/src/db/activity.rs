@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::cache::IdentityCache;
 use super::customer_name;
-use super::refs::{self, Resolved};
+use super::refs::{Attaching, Resolved};
 use crate::domain::activity::{EngagementEvent, MarketTransaction};
 use crate::domain::batch::{Fate, Mode, refusals};
 use crate::domain::identifier::Identifier;
@@ -94,15 +94,14 @@ pub async fn ingest_transactions(
     mode: Mode,
 ) -> Result<Vec<(usize, Fate)>, IngestionError> {
     transactions.sort_by(|a, b| a.1.transaction_id.cmp(&b.1.transaction_id));
-    let mut tx = pool.begin().await?;
-    let (epoch, mut resolved) = refs::resolve(
-        &mut tx,
+    let mut batch = Attaching::begin(
+        pool,
         tenant,
         cache,
         transactions.iter().map(|(_, t)| &t.customer),
     )
     .await?;
-    let (kept, mut fates) = split(transactions, &resolved);
+    let (kept, mut fates) = split(transactions, &batch.resolved);
     if mode == Mode::Atomic && !fates.is_empty() {
         return Err(IngestionError::Refused(refusals(&fates, "transactions")));
     }
@@ -143,7 +142,7 @@ pub async fn ingest_transactions(
     .bind(&amounts)
     .bind(&currencies)
     .bind(&times)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *batch.tx)
     .await?
     .into_iter()
     .collect();
@@ -162,19 +161,16 @@ pub async fn ingest_transactions(
         })
         .collect();
     fates_of(tenant, &kept, &inserted, &mut fates);
-    let mut events: Vec<NewEvent> = resolved.created_event(tenant).into_iter().collect();
-    if !changes.is_empty() {
-        events.push(NewEvent::new(
+    let event = (!changes.is_empty()).then(|| {
+        NewEvent::new(
             tenant,
             "transaction.ingested",
             &pb::TransactionsIngested {
                 transactions: changes,
             },
-        ));
-    }
-    outbox.publish(&mut tx, events).await?;
-    tx.commit().await?;
-    cache.remember(tenant, epoch, &resolved.customers);
+        )
+    });
+    batch.commit(outbox, cache, tenant, event).await?;
     Ok(fates)
 }
 
@@ -188,15 +184,14 @@ pub async fn ingest_engagement(
     mode: Mode,
 ) -> Result<Vec<(usize, Fate)>, IngestionError> {
     engagement.sort_by(|a, b| a.1.event_id.cmp(&b.1.event_id));
-    let mut tx = pool.begin().await?;
-    let (epoch, mut resolved) = refs::resolve(
-        &mut tx,
+    let mut batch = Attaching::begin(
+        pool,
         tenant,
         cache,
         engagement.iter().map(|(_, e)| &e.customer),
     )
     .await?;
-    let (kept, mut fates) = split(engagement, &resolved);
+    let (kept, mut fates) = split(engagement, &batch.resolved);
     if mode == Mode::Atomic && !fates.is_empty() {
         return Err(IngestionError::Refused(refusals(&fates, "events")));
     }
@@ -222,7 +217,7 @@ pub async fn ingest_engagement(
     .bind(&times)
     .bind(&sources)
     .bind(&properties)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *batch.tx)
     .await?
     .into_iter()
     .collect();
@@ -240,16 +235,13 @@ pub async fn ingest_engagement(
         })
         .collect();
     fates_of(tenant, &kept, &inserted, &mut fates);
-    let mut events: Vec<NewEvent> = resolved.created_event(tenant).into_iter().collect();
-    if !changes.is_empty() {
-        events.push(NewEvent::new(
+    let event = (!changes.is_empty()).then(|| {
+        NewEvent::new(
             tenant,
             "engagement.ingested",
             &pb::EngagementIngested { events: changes },
-        ));
-    }
-    outbox.publish(&mut tx, events).await?;
-    tx.commit().await?;
-    cache.remember(tenant, epoch, &resolved.customers);
+        )
+    });
+    batch.commit(outbox, cache, tenant, event).await?;
     Ok(fates)
 }

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::cache::IdentityCache;
-use super::{customer_name, refs};
+use super::customer_name;
+use super::refs::Attaching;
 use crate::domain::batch::{Fate, Mode, refusals};
 use crate::domain::consent::ConsentChange;
 use crate::error::IngestionError;
@@ -24,9 +25,8 @@ pub async fn set(
     changes: Vec<(usize, ConsentChange)>,
     mode: Mode,
 ) -> Result<Vec<(usize, Fate)>, IngestionError> {
-    let mut tx = pool.begin().await?;
-    let (epoch, mut resolved) = refs::resolve(
-        &mut tx,
+    let mut batch = Attaching::begin(
+        pool,
         tenant,
         cache,
         changes.iter().map(|(_, c)| &c.customer),
@@ -35,7 +35,7 @@ pub async fn set(
     let mut fates = Vec::new();
     let mut kept = Vec::with_capacity(changes.len());
     for (index, change) in changes {
-        match resolved.customer_of(Some(&change.customer)) {
+        match batch.resolved.customer_of(Some(&change.customer)) {
             Err(reason) => fates.push((
                 index,
                 Fate::Refused {
@@ -69,7 +69,7 @@ pub async fn set(
     .bind(&times)
     .bind(&granted)
     .bind(&sources)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *batch.tx)
     .await?;
     let new: std::collections::HashSet<_> = recorded.into_iter().collect();
 
@@ -117,7 +117,7 @@ pub async fn set(
         .bind(&gr)
         .bind(&ti)
         .bind(&so)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *batch.tx)
         .await?;
         current = updated
             .into_iter()
@@ -142,16 +142,13 @@ pub async fn set(
             (*index, Fate::Duplicate { resource })
         });
     }
-    let mut events: Vec<NewEvent> = resolved.created_event(tenant).into_iter().collect();
-    if !current.is_empty() {
-        events.push(NewEvent::new(
+    let event = (!current.is_empty()).then(|| {
+        NewEvent::new(
             tenant,
             "consent.changed",
             &pb::ConsentsChanged { changes: current },
-        ));
-    }
-    outbox.publish(&mut tx, events).await?;
-    tx.commit().await?;
-    cache.remember(tenant, epoch, &resolved.customers);
+        )
+    });
+    batch.commit(outbox, cache, tenant, event).await?;
     Ok(fates)
 }

@@ -11,7 +11,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::cache::IdentityCache;
 use super::customer_name;
-use super::refs;
+use super::refs::Attaching;
 use crate::domain::batch::{Fate, Mode, refusals};
 use crate::domain::order::{Order, OrderLine};
 use crate::error::IngestionError;
@@ -28,9 +28,8 @@ pub async fn ingest(
 ) -> Result<Vec<(usize, Fate)>, IngestionError> {
     // Sorted by order id so concurrent batches touch rows in the same order and cannot deadlock.
     orders.sort_by(|a, b| a.1.order_id.cmp(&b.1.order_id));
-    let mut tx = pool.begin().await?;
-    let (epoch, mut resolved) = refs::resolve(
-        &mut tx,
+    let mut batch = Attaching::begin(
+        pool,
         tenant,
         cache,
         orders.iter().filter_map(|(_, o)| o.customer.as_ref()),
@@ -41,7 +40,7 @@ pub async fn ingest(
     let mut rows = OrderColumns::default();
     let mut kept = Vec::with_capacity(orders.len());
     for (index, order) in orders {
-        match resolved.customer_of(order.customer.as_ref()) {
+        match batch.resolved.customer_of(order.customer.as_ref()) {
             Err(reason) => fates.push((
                 index,
                 Fate::Refused {
@@ -59,7 +58,7 @@ pub async fn ingest(
         return Err(IngestionError::Refused(refusals(&fates, "orders")));
     }
 
-    let changed = upsert_rows(&mut tx, tenant, &rows).await?;
+    let changed = upsert_rows(&mut batch.tx, tenant, &rows).await?;
     let mut events = Vec::with_capacity(changed.len());
     let mut with_lines = Vec::new();
     let mut lines = Vec::new();
@@ -81,19 +80,15 @@ pub async fn ingest(
             None => fates.push((index, Fate::Duplicate { resource })),
         }
     }
-    replace_lines(&mut tx, tenant, &with_lines, &lines).await?;
-
-    let mut published: Vec<NewEvent> = resolved.created_event(tenant).into_iter().collect();
-    if !events.is_empty() {
-        published.push(NewEvent::new(
+    replace_lines(&mut batch.tx, tenant, &with_lines, &lines).await?;
+    let event = (!events.is_empty()).then(|| {
+        NewEvent::new(
             tenant,
             "order.upserted",
             &pb::OrdersUpserted { orders: events },
-        ));
-    }
-    outbox.publish(&mut tx, published).await?;
-    tx.commit().await?;
-    cache.remember(tenant, epoch, &resolved.customers);
+        )
+    });
+    batch.commit(outbox, cache, tenant, event).await?;
     Ok(fates)
 }
 

@@ -3,9 +3,9 @@
 use std::collections::{HashMap, HashSet};
 
 use boomerang_auth::TenantId;
-use boomerang_events::NewEvent;
+use boomerang_events::{NewEvent, Outbox};
 use boomerang_proto::ingestion as pb;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::cache::IdentityCache;
 use crate::domain::identifier::{Identifier, Kind};
@@ -41,6 +41,54 @@ impl Resolved {
                 &pb::CustomersUpserted { customers },
             )
         })
+    }
+}
+
+/// A write that attaches data (orders, spend, engagement, consent) to customers named by identifier: its
+/// transaction, which holds the tenant's identity lock shared, the identity epoch it read, and the customers the
+/// identifiers resolved to.
+pub struct Attaching {
+    pub tx: Transaction<'static, Postgres>,
+    epoch: i64,
+    pub resolved: Resolved,
+}
+
+impl Attaching {
+    /// Begins the transaction and resolves the customers of `identifiers`.
+    pub async fn begin<'a>(
+        pool: &PgPool,
+        tenant: &TenantId,
+        cache: &IdentityCache,
+        identifiers: impl IntoIterator<Item = &'a Identifier>,
+    ) -> Result<Self, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        let (epoch, resolved) = resolve(&mut tx, tenant, cache, identifiers).await?;
+        Ok(Self {
+            tx,
+            epoch,
+            resolved,
+        })
+    }
+
+    /// Publishes the customers this write created and `event`, commits, and only then lets the cache keep the
+    /// owners it read.
+    pub async fn commit(
+        mut self,
+        outbox: &Outbox,
+        cache: &IdentityCache,
+        tenant: &TenantId,
+        event: Option<NewEvent>,
+    ) -> Result<(), sqlx::Error> {
+        let events: Vec<NewEvent> = self
+            .resolved
+            .created_event(tenant)
+            .into_iter()
+            .chain(event)
+            .collect();
+        outbox.publish(&mut self.tx, events).await?;
+        self.tx.commit().await?;
+        cache.remember(tenant, self.epoch, &self.resolved.customers);
+        Ok(())
     }
 }
 

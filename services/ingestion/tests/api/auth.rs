@@ -318,12 +318,28 @@ async fn the_tower_stack_sheds_load_and_enforces_the_timeout() {
         status.message()
     );
 
-    // A call that needs the database cannot finish within 0 ms.
-    let app = spawn_with(|platform| platform.config.server.request_timeout_ms = 0).await;
+    // A call stuck behind the tenant's identity lock (held here) gets DEADLINE_EXCEEDED once the timeout passes.
+    let app = spawn_with(|platform| platform.config.server.request_timeout_ms = 300).await;
+    let mut holder = app.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('ingestion.identity:acme', 0))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let upsert = pb::UpsertCustomersRequest {
+        parent: PARENT.into(),
+        customers: vec![record(vec![email("ada@example.com")])],
+        mode: 0,
+    };
+    let started = std::time::Instant::now();
     let status = app
         .client()
-        .get_customer(app.req(request()))
+        .upsert_customers(app.req(upsert))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
 }
