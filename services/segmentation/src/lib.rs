@@ -1,6 +1,10 @@
-//! Boomerang's segmentation service: turns ingested history into scores and segments that are always current.
+//! Boomerang's segmentation service: scores and segments every customer live from ingestion's events.
 //!
-//! In progress (see docs/segmentation.md): this crate holds the scoring domain so far, pure logic with no IO. The
-//! gRPC API, live membership in Redis and the event consumer come next.
+//! - `domain/`: scoring and segment definitions (pure logic)
+//! - `db/`: the projection of ingestion's data, features, membership history, recompute
+//! - `cache.rs`: current membership in Redis, with its complete marker
+//! - `writer.rs`: the one path that changes memberships (history, events, cache)
+//! - `consumer.rs`, `schedule.rs`: what drives the writer (ingestion's events; due dates and recomputes)
+//! - `grpc.rs`: the API; `export.rs`: CSV exports
 
 pub mod domain;

@@ -14,9 +14,9 @@ pub struct Rhythm {
     pub reason: String,
 }
 
-/// The rhythm of a customer with at least three distinct purchase days (`None` otherwise); `multiple` is the
-/// tenant's threshold (for example 2.5).
-pub fn rhythm(purchase_days: &[NaiveDate], today: NaiveDate, multiple: f64) -> Option<Rhythm> {
+/// The median gap between consecutive distinct purchase days (the mean of the two middle gaps when their number is
+/// even); `None` with fewer than three distinct days.
+pub fn typical_gap(purchase_days: &[NaiveDate]) -> Option<f64> {
     let mut days = purchase_days.to_vec();
     days.sort_unstable();
     days.dedup();
@@ -26,21 +26,39 @@ pub fn rhythm(purchase_days: &[NaiveDate], today: NaiveDate, multiple: f64) -> O
     let mut gaps: Vec<i64> = days.windows(2).map(|w| (w[1] - w[0]).num_days()).collect();
     gaps.sort_unstable();
     let middle = gaps.len() / 2;
-    let typical = if gaps.len() % 2 == 1 {
+    Some(if gaps.len() % 2 == 1 {
         gaps[middle] as f64
     } else {
         (gaps[middle - 1] + gaps[middle]) as f64 / 2.0
-    };
-    let days_since_last = (today - *days.last().expect("three days")).num_days();
-    Some(Rhythm {
-        typical_gap_days: typical,
+    })
+}
+
+/// The rhythm of a customer whose typical gap is known, on `today`; `multiple` is the tenant's threshold.
+pub fn assess(typical_gap_days: f64, last_day: NaiveDate, today: NaiveDate, multiple: f64) -> Rhythm {
+    let days_since_last = (today - last_day).num_days();
+    Rhythm {
+        typical_gap_days,
         days_since_last,
-        overdue: days_since_last as f64 > multiple * typical,
+        overdue: days_since_last as f64 > multiple * typical_gap_days,
         reason: format!(
             "buys every {} days, last order {days_since_last} days ago",
-            typical.round() as i64
+            typical_gap_days.round() as i64
         ),
-    })
+    }
+}
+
+/// The first day on which a customer with this rhythm is overdue.
+pub fn overdue_from(typical_gap_days: f64, last_day: NaiveDate, multiple: f64) -> NaiveDate {
+    // Overdue when days > multiple × gap, i.e. from floor(multiple × gap) + 1 days after the last purchase.
+    last_day + chrono::Days::new((multiple * typical_gap_days).floor() as u64 + 1)
+}
+
+/// The rhythm of a customer with at least three distinct purchase days (`None` otherwise); `multiple` is the
+/// tenant's threshold (for example 2.5).
+pub fn rhythm(purchase_days: &[NaiveDate], today: NaiveDate, multiple: f64) -> Option<Rhythm> {
+    let gap = typical_gap(purchase_days)?;
+    let last = *purchase_days.iter().max()?;
+    Some(assess(gap, last, today, multiple))
 }
 
 #[cfg(test)]

@@ -1,0 +1,200 @@
+//! A tenant's scoring settings, with their documented defaults and validation.
+
+use serde::{Deserialize, Serialize};
+
+use super::groups::{GroupMapping, Rule};
+use super::lifecycle::Thresholds;
+use super::segments;
+
+/// A rule of the group mapping as stored: a group's segment slug and inclusive score ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRule {
+    pub group: String,
+    pub r: [u8; 2],
+    pub f: [u8; 2],
+    pub m: [u8; 2],
+}
+
+/// A tenant's settings. Stored as JSON; missing fields take their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub lookback_years: u32,
+    pub non_customer_months: u32,
+    pub dormant_months: u32,
+    pub share_window_months: u32,
+    pub declining_share_percent: u32,
+    pub new_days: u32,
+    pub rupture_multiple: f64,
+    pub merchant_category: String,
+    pub own_merchant_ids: Vec<String>,
+    pub group_rules: Vec<GroupRule>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let thresholds = Thresholds::default();
+        Self {
+            lookback_years: 10,
+            non_customer_months: thresholds.non_customer_months,
+            dormant_months: thresholds.dormant_months,
+            share_window_months: thresholds.share_window_months,
+            declining_share_percent: thresholds.declining_share_percent,
+            new_days: thresholds.new_days as u32,
+            rupture_multiple: 2.5,
+            merchant_category: String::new(),
+            own_merchant_ids: Vec::new(),
+            group_rules: GroupMapping::default_rules()
+                .iter()
+                .map(|rule| GroupRule {
+                    group: segments::slug(segments::group_segment(rule.group)).to_owned(),
+                    r: [*rule.r.start(), *rule.r.end()],
+                    f: [*rule.f.start(), *rule.f.end()],
+                    m: [*rule.m.start(), *rule.m.end()],
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Settings checked and turned into what evaluation uses.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    pub settings: Settings,
+    pub thresholds: Thresholds,
+    pub mapping: GroupMapping,
+}
+
+impl Settings {
+    /// Checks every field; the errors name the field (as in the Settings message) and the reason.
+    pub fn validate(self) -> Result<Effective, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, field: &str, reason: &str| {
+            if !ok {
+                errors.push((field.to_owned(), reason.to_owned()));
+            }
+        };
+        check(
+            (1..=50).contains(&self.lookback_years),
+            "lookback_years",
+            "must be between 1 and 50",
+        );
+        check(
+            (1..=120).contains(&self.dormant_months),
+            "dormant_months",
+            "must be between 1 and 120",
+        );
+        check(
+            self.non_customer_months > self.dormant_months && self.non_customer_months <= 240,
+            "non_customer_months",
+            "must be more than dormant_months and at most 240",
+        );
+        check(
+            (1..=60).contains(&self.share_window_months),
+            "share_window_months",
+            "must be between 1 and 60",
+        );
+        check(
+            (1..=100).contains(&self.declining_share_percent),
+            "declining_share_percent",
+            "must be between 1 and 100",
+        );
+        check(
+            (1..=3650).contains(&self.new_days),
+            "new_days",
+            "must be between 1 and 3650",
+        );
+        check(
+            self.rupture_multiple.is_finite() && (1.0..=100.0).contains(&self.rupture_multiple),
+            "rupture_multiple",
+            "must be between 1 and 100",
+        );
+        check(
+            self.merchant_category.len() <= 200,
+            "merchant_category",
+            "must be at most 200 bytes",
+        );
+        for (i, merchant) in self.own_merchant_ids.iter().enumerate() {
+            if merchant.is_empty() || merchant.len() > 200 {
+                errors.push((
+                    format!("own_merchant_ids[{i}]"),
+                    "must be 1 to 200 bytes".into(),
+                ));
+            }
+        }
+        let mut rules = Vec::new();
+        for (i, rule) in self.group_rules.iter().enumerate() {
+            match segments::by_slug(&rule.group).and_then(|def| segments::segment_group(def.id)) {
+                Some(group) => rules.push(Rule {
+                    group,
+                    r: rule.r[0]..=rule.r[1],
+                    f: rule.f[0]..=rule.f[1],
+                    m: rule.m[0]..=rule.m[1],
+                }),
+                None => errors.push((
+                    format!("group_rules[{i}].group"),
+                    "must be the id of an RFM group segment, for example rfm-loyal".into(),
+                )),
+            }
+        }
+        // The mapping is checked whenever every rule names a group, so all errors come back at once.
+        let mapping = if rules.len() == self.group_rules.len() {
+            match GroupMapping::from_rules(&rules) {
+                Ok(mapping) => Some(mapping),
+                Err(err) => {
+                    errors.push(("group_rules".into(), err.to_string()));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match mapping {
+            Some(mapping) if errors.is_empty() => Ok(Effective {
+                thresholds: Thresholds {
+                    non_customer_months: self.non_customer_months,
+                    dormant_months: self.dormant_months,
+                    share_window_months: self.share_window_months,
+                    declining_share_percent: self.declining_share_percent,
+                    new_days: i64::from(self.new_days),
+                },
+                mapping,
+                settings: self,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl Default for Effective {
+    fn default() -> Self {
+        Settings::default()
+            .validate()
+            .expect("the default settings are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_fields_are_named() {
+        let effective = Effective::default();
+        assert_eq!(effective.mapping, GroupMapping::default());
+        let mut bad = Settings {
+            dormant_months: 12,
+            non_customer_months: 12,
+            rupture_multiple: 0.5,
+            ..Settings::default()
+        };
+        bad.group_rules.pop();
+        let errors = bad.validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["non_customer_months", "rupture_multiple", "group_rules"]
+        );
+        assert!(errors[2].1.contains("no rule places the cells"), "{errors:?}");
+    }
+}
