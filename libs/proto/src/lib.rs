@@ -22,10 +22,17 @@ pub mod boomerang {
             tonic::include_proto!("boomerang.ingestion.v1");
         }
     }
+    /// `boomerang.segmentation.v1`: segments, membership, RFM, transitions.
+    pub mod segmentation {
+        pub mod v1 {
+            tonic::include_proto!("boomerang.segmentation.v1");
+        }
+    }
 }
 
 pub use boomerang::events::v1 as events;
 pub use boomerang::ingestion::v1 as ingestion;
+pub use boomerang::segmentation::v1 as segmentation;
 
 /// Encoded `FileDescriptorSet` of every Boomerang proto and its imports, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -91,3 +91,10 @@ CREATE TABLE rfm_boundaries (
     monetary     bigint[]    NOT NULL,
     compute_time timestamptz NOT NULL
 );
+
+-- Moves on with every transaction that changes a tenant's memberships (and serialises them: the row is locked
+-- until commit). The Redis cache records the version it reflects; any gap means it missed a change.
+CREATE TABLE membership_versions (
+    tenant_id text COLLATE "C" PRIMARY KEY,
+    version   bigint NOT NULL
+);

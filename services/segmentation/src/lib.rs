@@ -1,10 +1,22 @@
 //! Boomerang's segmentation service: scores and segments every customer live from ingestion's events.
 //!
 //! - `domain/`: scoring and segment definitions (pure logic)
-//! - `db/`: the projection of ingestion's data, features, membership history, recompute
+//! - `db/`: the projection of ingestion's data, features, membership history
 //! - `cache.rs`: current membership in Redis, with its complete marker
 //! - `writer.rs`: the one path that changes memberships (history, events, cache)
-//! - `consumer.rs`, `schedule.rs`: what drives the writer (ingestion's events; due dates and recomputes)
+//! - `consumer.rs`, `schedule.rs`: what drives the writer (ingestion's events; due dates, recomputes, rebuilds)
 //! - `grpc.rs`: the API; `export.rs`: CSV exports
 
+mod app;
+mod cache;
+pub mod config;
+mod consumer;
+mod db;
 pub mod domain;
+mod grpc;
+mod schedule;
+mod writer;
+
+pub use app::{SCHEMA, SERVICE_NAME, build, migrate, pool};
+pub use config::{DEFAULTS, SegmentationConfig};
+pub use grpc::{READ, WRITE};

@@ -1,0 +1,412 @@
+//! Customer features: refreshed set-based from the projected orders and transactions of the customers that changed,
+//! and read in bulk (COPY) by the full recompute.
+
+use chrono::NaiveDate;
+use futures::TryStreamExt;
+use sqlx::PgConnection;
+
+use crate::domain::evaluate::{Evaluation, Features};
+use crate::domain::lifecycle::ShareOfWallet;
+use crate::domain::rupture;
+use crate::domain::segments::SegmentId;
+use crate::domain::settings::Settings;
+
+/// A customer's stored evaluation: what its memberships are now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub rfm: i16,
+    pub segments: Vec<SegmentId>,
+    pub due: Option<NaiveDate>,
+}
+
+impl Stored {
+    pub fn of(evaluation: &Evaluation) -> Self {
+        Self {
+            rfm: evaluation.rfm.map_or(0, |s| s.code() as i16),
+            segments: evaluation.segments.clone(),
+            due: evaluation.due,
+        }
+    }
+}
+
+type FeatureRow = (
+    i64,
+    i32,
+    i64,
+    Option<NaiveDate>,
+    Option<NaiveDate>,
+    Option<Vec<NaiveDate>>,
+    Option<NaiveDate>,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<NaiveDate>,
+);
+
+/// Computes the features of `customers` on `today` from their orders and transactions. Customers with neither
+/// come back with empty features.
+pub async fn compute(
+    conn: &mut PgConnection,
+    tenant: &str,
+    customers: &[i64],
+    today: NaiveDate,
+    settings: &Settings,
+) -> Result<Vec<Features>, sqlx::Error> {
+    let rows: Vec<FeatureRow> = sqlx::query_as(
+        "WITH ids AS (SELECT DISTINCT unnest($2::int8[]) AS customer_id),
+         o AS (
+             SELECT o.customer_id, count(*)::int4 AS frequency, sum(o.amount_minor)::int8 AS monetary,
+                    min(d.day) AS first_day, max(d.day) AS last_day, array_agg(DISTINCT d.day) AS days
+             FROM orders o JOIN ids USING (customer_id)
+                  CROSS JOIN LATERAL (SELECT (o.place_time AT TIME ZONE 'UTC')::date AS day) d
+             WHERE o.tenant_id = $1 AND o.eligible
+               AND d.day > ($3::date - make_interval(years => $4))::date AND d.day <= $3::date
+             GROUP BY o.customer_id),
+         t AS (
+             SELECT t.customer_id,
+                    max(d.day) FILTER (WHERE d.day > ($3::date - make_interval(months => $7))::date) AS category_day,
+                    coalesce(sum(t.amount_minor) FILTER (WHERE d.recent AND t.merchant_id = ANY($6)), 0)::int8 AS tenant_recent,
+                    coalesce(sum(t.amount_minor) FILTER (WHERE d.recent), 0)::int8 AS all_recent,
+                    coalesce(sum(t.amount_minor) FILTER (WHERE d.before AND t.merchant_id = ANY($6)), 0)::int8 AS tenant_before,
+                    coalesce(sum(t.amount_minor) FILTER (WHERE d.before), 0)::int8 AS all_before,
+                    least(min((d.day + make_interval(months => $8))::date)
+                              FILTER (WHERE (d.day + make_interval(months => $8))::date > $3::date),
+                          min((d.day + make_interval(months => 2 * $8))::date)
+                              FILTER (WHERE (d.day + make_interval(months => 2 * $8))::date > $3::date)) AS share_due
+             FROM transactions t JOIN ids USING (customer_id)
+                  CROSS JOIN LATERAL (
+                      SELECT (t.occur_time AT TIME ZONE 'UTC')::date AS day) day0
+                  CROSS JOIN LATERAL (
+                      SELECT day0.day,
+                             day0.day > ($3::date - make_interval(months => $8))::date AND day0.day <= $3::date
+                                 AS recent,
+                             day0.day > ($3::date - make_interval(months => 2 * $8))::date
+                                 AND day0.day <= ($3::date - make_interval(months => $8))::date AS before) d
+             WHERE t.tenant_id = $1 AND t.category = $5 AND $5 <> ''
+             GROUP BY t.customer_id)
+         SELECT ids.customer_id, coalesce(o.frequency, 0), coalesce(o.monetary, 0), o.first_day, o.last_day, o.days,
+                t.category_day, coalesce(t.tenant_recent, 0), coalesce(t.all_recent, 0),
+                coalesce(t.tenant_before, 0), coalesce(t.all_before, 0), t.share_due
+         FROM ids LEFT JOIN o USING (customer_id) LEFT JOIN t USING (customer_id)",
+    )
+    .bind(tenant)
+    .bind(customers)
+    .bind(today)
+    .bind(settings.lookback_years as i32)
+    .bind(&settings.merchant_category)
+    .bind(&settings.own_merchant_ids)
+    .bind(settings.non_customer_months as i32)
+    .bind(settings.share_window_months as i32)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let days = row.5.unwrap_or_default();
+            Features {
+                customer_id: row.0,
+                frequency: row.1 as u32,
+                monetary: row.2,
+                first_day: row.3,
+                last_day: row.4,
+                purchase_days: days.len() as u32,
+                typical_gap: rupture::typical_gap(&days),
+                category_day: row.6,
+                share: ShareOfWallet {
+                    tenant_recent: row.7,
+                    all_recent: row.8,
+                    tenant_before: row.9,
+                    all_before: row.10,
+                },
+                share_due: row.11,
+            }
+        })
+        .collect())
+}
+
+/// Locks the stored rows of `customers` and returns their current evaluation (default for customers without one).
+pub async fn lock_stored(
+    conn: &mut PgConnection,
+    tenant: &str,
+    customers: &[i64],
+) -> Result<std::collections::HashMap<i64, Stored>, sqlx::Error> {
+    let rows: Vec<(i64, i16, Vec<i16>, Option<NaiveDate>)> = sqlx::query_as(
+        "SELECT customer_id, rfm, segments, due_date FROM features
+         WHERE tenant_id = $1 AND customer_id = ANY($2) ORDER BY customer_id FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(customers)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, rfm, segments, due)| (id, Stored { rfm, segments, due }))
+        .collect())
+}
+
+/// Stores refreshed features with their evaluation; customers with no order and no transaction lose their row.
+pub async fn store(
+    conn: &mut PgConnection,
+    tenant: &str,
+    rows: &[(Features, Stored)],
+) -> Result<(), sqlx::Error> {
+    let (empty, kept): (Vec<_>, Vec<_>) = rows.iter().partition(|(f, s)| {
+        f.frequency == 0 && f.category_day.is_none() && f.share == ShareOfWallet::default() && s.segments.is_empty()
+    });
+    if !empty.is_empty() {
+        let ids: Vec<i64> = empty.iter().map(|(f, _)| f.customer_id).collect();
+        sqlx::query("DELETE FROM features WHERE tenant_id = $1 AND customer_id = ANY($2)")
+            .bind(tenant)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let col = |f: &dyn Fn(&(Features, Stored)) -> i64| kept.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    let ids = col(&|(f, _)| f.customer_id);
+    let frequency = col(&|(f, _)| i64::from(f.frequency));
+    let monetary = col(&|(f, _)| f.monetary);
+    let purchase_days = col(&|(f, _)| i64::from(f.purchase_days));
+    let tenant_recent = col(&|(f, _)| f.share.tenant_recent);
+    let all_recent = col(&|(f, _)| f.share.all_recent);
+    let tenant_before = col(&|(f, _)| f.share.tenant_before);
+    let all_before = col(&|(f, _)| f.share.all_before);
+    let rfm = col(&|(_, s)| i64::from(s.rfm));
+    let days = |f: &dyn Fn(&(Features, Stored)) -> Option<NaiveDate>| {
+        kept.iter().map(|r| f(r)).collect::<Vec<Option<NaiveDate>>>()
+    };
+    let first_day = days(&|(f, _)| f.first_day);
+    let last_day = days(&|(f, _)| f.last_day);
+    let category_day = days(&|(f, _)| f.category_day);
+    let share_due = days(&|(f, _)| f.share_due);
+    let due = days(&|(_, s)| s.due);
+    let gap: Vec<Option<f32>> = kept.iter().map(|(f, _)| f.typical_gap.map(|g| g as f32)).collect();
+    // Postgres has no arrays of arrays of different lengths, so the segment sets travel as text ("{1,15}").
+    let segments: Vec<String> = kept.iter().map(|(_, s)| segment_literal(&s.segments)).collect();
+    sqlx::query(
+        "INSERT INTO features (tenant_id, customer_id, frequency, monetary, first_day, last_day, purchase_days,
+                               typical_gap, category_day, tenant_recent, all_recent, tenant_before, all_before,
+                               share_due, rfm, segments, due_date)
+         SELECT $1, i.id, i.frequency, i.monetary, i.first_day, i.last_day, i.purchase_days, i.gap, i.category_day,
+                i.tenant_recent, i.all_recent, i.tenant_before, i.all_before, i.share_due, i.rfm,
+                i.segments::int2[], i.due
+         FROM unnest($2::int8[], $3::int8[], $4::int8[], $5::date[], $6::date[], $7::int8[], $8::real[],
+                     $9::date[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::date[], $15::int8[],
+                     $16::text[], $17::date[])
+              AS i(id, frequency, monetary, first_day, last_day, purchase_days, gap, category_day, tenant_recent,
+                   all_recent, tenant_before, all_before, share_due, rfm, segments, due)
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
+             frequency = EXCLUDED.frequency, monetary = EXCLUDED.monetary, first_day = EXCLUDED.first_day,
+             last_day = EXCLUDED.last_day, purchase_days = EXCLUDED.purchase_days,
+             typical_gap = EXCLUDED.typical_gap, category_day = EXCLUDED.category_day,
+             tenant_recent = EXCLUDED.tenant_recent, all_recent = EXCLUDED.all_recent,
+             tenant_before = EXCLUDED.tenant_before, all_before = EXCLUDED.all_before,
+             share_due = EXCLUDED.share_due, rfm = EXCLUDED.rfm, segments = EXCLUDED.segments,
+             due_date = EXCLUDED.due_date",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&frequency)
+    .bind(&monetary)
+    .bind(&first_day)
+    .bind(&last_day)
+    .bind(&purchase_days)
+    .bind(&gap)
+    .bind(&category_day)
+    .bind(&tenant_recent)
+    .bind(&all_recent)
+    .bind(&tenant_before)
+    .bind(&all_before)
+    .bind(&share_due)
+    .bind(&rfm)
+    .bind(&segments)
+    .bind(&due)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores new evaluations of customers whose features did not change (the full recompute).
+pub async fn store_evaluations(
+    conn: &mut PgConnection,
+    tenant: &str,
+    rows: &[(i64, Stored)],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(100_000) {
+        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+        let rfm: Vec<i16> = chunk.iter().map(|(_, s)| s.rfm).collect();
+        let segments: Vec<String> = chunk.iter().map(|(_, s)| segment_literal(&s.segments)).collect();
+        let due: Vec<Option<NaiveDate>> = chunk.iter().map(|(_, s)| s.due).collect();
+        sqlx::query(
+            "UPDATE features f SET rfm = i.rfm, segments = i.segments::int2[], due_date = i.due
+             FROM unnest($2::int8[], $3::int2[], $4::text[], $5::date[]) AS i(id, rfm, segments, due)
+             WHERE f.tenant_id = $1 AND f.customer_id = i.id",
+        )
+        .bind(tenant)
+        .bind(&ids)
+        .bind(&rfm)
+        .bind(&segments)
+        .bind(&due)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn segment_literal(segments: &[SegmentId]) -> String {
+    let inner: Vec<String> = segments.iter().map(ToString::to_string).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Every stored customer of a tenant with its features and evaluation, streamed with COPY (the full recompute).
+pub async fn load_all(
+    conn: &mut PgConnection,
+    tenant: &str,
+) -> Result<Vec<(Features, Stored)>, LoadError> {
+    // The tenant id is validated ([a-z0-9-]) before it gets here; COPY takes no bind parameters.
+    debug_assert!(tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let sql = format!(
+        "COPY (SELECT customer_id, frequency, monetary, first_day, last_day, purchase_days, typical_gap,
+                      category_day, tenant_recent, all_recent, tenant_before, all_before, share_due, rfm,
+                      segments, due_date
+               FROM features WHERE tenant_id = '{tenant}') TO STDOUT"
+    );
+    let mut stream = conn.copy_out_raw(&sql).await?;
+    let mut rows = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.try_next().await? {
+        pending.extend_from_slice(&chunk);
+        let complete = match pending.iter().rposition(|b| *b == b'\n') {
+            Some(end) => end + 1,
+            None => continue,
+        };
+        for line in pending[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            rows.push(parse_line(line).ok_or_else(|| LoadError::Parse(String::from_utf8_lossy(line).into()))?);
+        }
+        pending.drain(..complete);
+    }
+    Ok(rows)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("unexpected features row: {0}")]
+    Parse(String),
+}
+
+fn parse_line(line: &[u8]) -> Option<(Features, Stored)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut fields = text.split('\t');
+    let mut next = || fields.next();
+    let int = |s: Option<&str>| s?.parse::<i64>().ok();
+    let day = |s: Option<&str>| -> Option<Option<NaiveDate>> {
+        match s? {
+            "\\N" => Some(None),
+            value => value.parse().ok().map(Some),
+        }
+    };
+    let customer_id = int(next())?;
+    let frequency = int(next())? as u32;
+    let monetary = int(next())?;
+    let first_day = day(next())?;
+    let last_day = day(next())?;
+    let purchase_days = int(next())? as u32;
+    let typical_gap = match next()? {
+        "\\N" => None,
+        value => Some(value.parse::<f64>().ok()?),
+    };
+    let category_day = day(next())?;
+    let share = ShareOfWallet {
+        tenant_recent: int(next())?,
+        all_recent: int(next())?,
+        tenant_before: int(next())?,
+        all_before: int(next())?,
+    };
+    let share_due = day(next())?;
+    let rfm = int(next())? as i16;
+    let segments_text = next()?;
+    let segments = segments_text
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<i16>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    let due = day(next())?;
+    Some((
+        Features {
+            customer_id,
+            frequency,
+            monetary,
+            first_day,
+            last_day,
+            purchase_days,
+            typical_gap,
+            category_day,
+            share,
+            share_due,
+        },
+        Stored { rfm, segments, due },
+    ))
+}
+
+/// A customer's stored features and evaluation, for explanations.
+pub async fn explain(
+    conn: &mut PgConnection,
+    tenant: &str,
+    customer: i64,
+) -> Result<Option<(Features, Stored)>, sqlx::Error> {
+    let row: Option<ExplainRow> = sqlx::query_as(
+        "SELECT frequency, monetary, first_day, last_day, purchase_days, tenant_recent, all_recent, tenant_before,
+                all_before, rfm, segments, due_date
+         FROM features WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(tenant)
+    .bind(customer)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| {
+        (
+            Features {
+                customer_id: customer,
+                frequency: r.0 as u32,
+                monetary: r.1,
+                first_day: r.2,
+                last_day: r.3,
+                purchase_days: r.4 as u32,
+                share: ShareOfWallet {
+                    tenant_recent: r.5,
+                    all_recent: r.6,
+                    tenant_before: r.7,
+                    all_before: r.8,
+                },
+                ..Features::default()
+            },
+            Stored {
+                rfm: r.9,
+                segments: r.10,
+                due: r.11,
+            },
+        )
+    }))
+}
+
+type ExplainRow = (
+    i32,
+    i64,
+    Option<NaiveDate>,
+    Option<NaiveDate>,
+    i32,
+    i64,
+    i64,
+    i64,
+    i64,
+    i16,
+    Vec<i16>,
+    Option<NaiveDate>,
+);

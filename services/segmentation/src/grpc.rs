@@ -1,0 +1,602 @@
+//! The gRPC API: authorization, request validation, and reads from the cache with Postgres behind it.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use boomerang_auth::{Caller, TenantId, caller};
+use boomerang_events::EventFeed;
+use boomerang_proto::events::{WatchEventsRequest, WatchEventsResponse};
+use boomerang_proto::segmentation as pb;
+use boomerang_proto::segmentation::segmentation_service_server::SegmentationService;
+use boomerang_service_kit::status::{
+    ErrorCode, FieldViolations, ServiceError, db_error_code, invalid_argument, to_status,
+};
+use boomerang_service_kit::time::{from_timestamp, to_timestamp};
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::db::{memberships, settings as db_settings};
+use crate::domain::segments::{self, Family, SegmentId};
+use crate::domain::settings::{GroupRule, Settings};
+use crate::writer::{RecomputeError, Writer};
+
+/// Reading segments, memberships and scores.
+pub const READ: &str = "segmentation.read";
+/// Changing settings and starting recomputes.
+pub const WRITE: &str = "segmentation.write";
+
+/// Largest page of members.
+const MAX_PAGE: i32 = 10_000;
+const DEFAULT_PAGE: i32 = 1_000;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[derive(Clone)]
+pub struct SegmentationApi {
+    pub writer: Writer,
+    pub feed: EventFeed,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("recompute failed: {0}")]
+    Recompute(#[from] RecomputeError),
+}
+
+impl ServiceError for ApiError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            ApiError::Database(err) | ApiError::Recompute(RecomputeError::Database(err)) => db_error_code(err),
+            ApiError::Recompute(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        to_status(&err)
+    }
+}
+
+fn db(err: sqlx::Error) -> Status {
+    ApiError::Database(err).into()
+}
+
+fn tenant_of(caller: &Caller, field: &str, parent: &str, scope: &str) -> Result<TenantId, Status> {
+    let tenant = TenantId::from_parent(parent).map_err(|err| invalid_argument(field, err.to_string()))?;
+    caller.authorize(&tenant, scope)?;
+    Ok(tenant)
+}
+
+/// Parses `tenants/{tenant}/{collection}/{id}` in `field` and authorizes `scope` on the tenant.
+fn child<'a>(
+    caller: &Caller,
+    field: &str,
+    name: &'a str,
+    collection: &str,
+    scope: &str,
+) -> Result<(TenantId, &'a str), Status> {
+    let malformed = || invalid_argument(field, format!("must have the form tenants/{{tenant}}/{collection}/{{id}}"));
+    let (parent, id) = name.rsplit_once(&format!("/{collection}/")).ok_or_else(malformed)?;
+    let tenant = TenantId::from_parent(parent).map_err(|_| malformed())?;
+    caller.authorize(&tenant, scope)?;
+    if id.is_empty() || id.contains('/') {
+        return Err(malformed());
+    }
+    Ok((tenant, id))
+}
+
+fn customer_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, i64), Status> {
+    let (tenant, id) = child(caller, field, name, "customers", READ)?;
+    let id = id
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| invalid_argument(field, "the customer id must be a positive integer"))?;
+    Ok((tenant, id))
+}
+
+fn segment_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, SegmentId), Status> {
+    let (tenant, slug) = child(caller, field, name, "segments", READ)?;
+    let def = segments::by_slug(slug)
+        .ok_or_else(|| invalid_argument(field, format!("unknown segment {slug:?}; ListSegments lists them")))?;
+    Ok((tenant, def.id))
+}
+
+fn segment_name(tenant: &TenantId, segment: SegmentId) -> String {
+    format!("{}/segments/{}", tenant.resource_name(), segments::slug(segment))
+}
+
+fn customer_name(tenant: &TenantId, customer: i64) -> String {
+    format!("{}/customers/{customer}", tenant.resource_name())
+}
+
+fn time_field(field: &str, value: Option<&prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Status> {
+    value
+        .map(|t| from_timestamp(t).ok_or_else(|| invalid_argument(field, "is not a valid timestamp")))
+        .transpose()
+}
+
+fn family_of(family: i32) -> Option<Family> {
+    match pb::SegmentFamily::try_from(family).ok()? {
+        pb::SegmentFamily::RfmGroup => Some(Family::RfmGroup),
+        pb::SegmentFamily::Lifecycle => Some(Family::Lifecycle),
+        pb::SegmentFamily::Rupture => Some(Family::Rupture),
+        pb::SegmentFamily::Unspecified => None,
+    }
+}
+
+fn family_proto(family: Family) -> pb::SegmentFamily {
+    match family {
+        Family::RfmGroup => pb::SegmentFamily::RfmGroup,
+        Family::Lifecycle => pb::SegmentFamily::Lifecycle,
+        Family::Rupture => pb::SegmentFamily::Rupture,
+    }
+}
+
+fn settings_proto(tenant: &TenantId, s: &Settings) -> pb::Settings {
+    pb::Settings {
+        name: format!("{}/settings", tenant.resource_name()),
+        lookback_years: s.lookback_years as i32,
+        non_customer_months: s.non_customer_months as i32,
+        dormant_months: s.dormant_months as i32,
+        share_window_months: s.share_window_months as i32,
+        declining_share_percent: s.declining_share_percent as i32,
+        new_days: s.new_days as i32,
+        rupture_multiple: s.rupture_multiple,
+        merchant_category: s.merchant_category.clone(),
+        own_merchant_ids: s.own_merchant_ids.clone(),
+        group_rules: s
+            .group_rules
+            .iter()
+            .map(|r| pb::GroupRule {
+                group: r.group.clone(),
+                r_min: r.r[0].into(),
+                r_max: r.r[1].into(),
+                f_min: r.f[0].into(),
+                f_max: r.f[1].into(),
+                m_min: r.m[0].into(),
+                m_max: r.m[1].into(),
+            })
+            .collect(),
+    }
+}
+
+/// Settings from a request; out-of-range integers become values validation refuses with the field's name.
+fn settings_from(p: &pb::Settings) -> Settings {
+    let unsigned = |v: i32| u32::try_from(v).unwrap_or(0);
+    let score = |v: i32| u8::try_from(v).unwrap_or(0);
+    Settings {
+        lookback_years: unsigned(p.lookback_years),
+        non_customer_months: unsigned(p.non_customer_months),
+        dormant_months: unsigned(p.dormant_months),
+        share_window_months: unsigned(p.share_window_months),
+        declining_share_percent: unsigned(p.declining_share_percent),
+        new_days: unsigned(p.new_days),
+        rupture_multiple: p.rupture_multiple,
+        merchant_category: p.merchant_category.clone(),
+        own_merchant_ids: p.own_merchant_ids.clone(),
+        group_rules: p
+            .group_rules
+            .iter()
+            .map(|r| GroupRule {
+                group: r.group.clone(),
+                r: [score(r.r_min), score(r.r_max)],
+                f: [score(r.f_min), score(r.f_max)],
+                m: [score(r.m_min), score(r.m_max)],
+            })
+            .collect(),
+    }
+}
+
+impl SegmentationApi {
+    /// Current segments of a customer: from the cache when it is complete, else from Postgres (and the cache is
+    /// rebuilt).
+    async fn current_segments(&self, tenant: &TenantId, customer: i64) -> Result<(Vec<SegmentId>, &'static str), Status> {
+        match self.writer.cache.customer_segments(tenant.as_str(), customer).await {
+            Ok(Some(segments)) => return Ok((segments, "cache")),
+            Ok(None) => self.writer.request_rebuild(tenant.as_str()),
+            Err(err) => tracing::debug!(error = %err, "cache unavailable; reading Postgres"),
+        }
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let segments = memberships::segments_of(&mut conn, tenant.as_str(), customer, None)
+            .await
+            .map_err(db)?;
+        Ok((segments, "postgres"))
+    }
+}
+
+#[tonic::async_trait]
+impl SegmentationService for SegmentationApi {
+    async fn list_segments(
+        &self,
+        request: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+        let caller = caller(&request)?;
+        let tenant = tenant_of(caller, "parent", &request.get_ref().parent, READ)?;
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let sizes: BTreeMap<SegmentId, i64> = memberships::current_sizes(&mut conn, tenant.as_str())
+            .await
+            .map_err(db)?
+            .into_iter()
+            .collect();
+        Ok(Response::new(pb::ListSegmentsResponse {
+            segments: segments::CATALOGUE
+                .iter()
+                .map(|def| pb::Segment {
+                    name: segment_name(&tenant, def.id),
+                    display_name: def.display_name.into(),
+                    family: family_proto(def.family) as i32,
+                    description: def.description.into(),
+                    member_count: sizes.get(&def.id).copied().unwrap_or(0),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_customer_segments(
+        &self,
+        request: Request<pb::GetCustomerSegmentsRequest>,
+    ) -> Result<Response<pb::GetCustomerSegmentsResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.get_ref();
+        let (tenant, customer) = customer_of(caller, "customer", &request.customer)?;
+        let as_of = time_field("as_of_time", request.as_of_time.as_ref())?;
+        let (segments, source) = match as_of {
+            None => self.current_segments(&tenant, customer).await?,
+            Some(at) => {
+                let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+                let segments = memberships::segments_of(&mut conn, tenant.as_str(), customer, Some(at))
+                    .await
+                    .map_err(db)?;
+                (segments, "postgres")
+            }
+        };
+        let mut names: Vec<String> = segments.iter().map(|s| segment_name(&tenant, *s)).collect();
+        names.sort();
+        Ok(Response::new(pb::GetCustomerSegmentsResponse {
+            segments: names,
+            source: source.into(),
+        }))
+    }
+
+    async fn is_member(
+        &self,
+        request: Request<pb::IsMemberRequest>,
+    ) -> Result<Response<pb::IsMemberResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.get_ref();
+        let (tenant, segment) = segment_of(caller, "segment", &request.segment)?;
+        let (customer_tenant, customer) = customer_of(caller, "customer", &request.customer)?;
+        if customer_tenant != tenant {
+            return Err(invalid_argument("customer", "must belong to the segment's tenant"));
+        }
+        match self.writer.cache.is_member(tenant.as_str(), segment, customer).await {
+            Ok(Some(member)) => {
+                return Ok(Response::new(pb::IsMemberResponse {
+                    member,
+                    source: "cache".into(),
+                }));
+            }
+            Ok(None) => self.writer.request_rebuild(tenant.as_str()),
+            Err(err) => tracing::debug!(error = %err, "cache unavailable; reading Postgres"),
+        }
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let segments = memberships::segments_of(&mut conn, tenant.as_str(), customer, None)
+            .await
+            .map_err(db)?;
+        Ok(Response::new(pb::IsMemberResponse {
+            member: segments.contains(&segment),
+            source: "postgres".into(),
+        }))
+    }
+
+    async fn list_segment_members(
+        &self,
+        request: Request<pb::ListSegmentMembersRequest>,
+    ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.get_ref();
+        let (tenant, segment) = segment_of(caller, "segment", &request.segment)?;
+        let as_of = time_field("as_of_time", request.as_of_time.as_ref())?;
+        let mut violations = FieldViolations::new();
+        if !(0..=MAX_PAGE).contains(&request.page_size) {
+            violations.add("page_size", format!("must be between 0 and {MAX_PAGE}"));
+        }
+        let after = if request.page_token.is_empty() {
+            Some(0)
+        } else {
+            request.page_token.parse::<i64>().ok().filter(|id| *id > 0)
+        };
+        if after.is_none() {
+            violations.add("page_token", "is not a token from a previous page");
+        }
+        violations.check()?;
+        let limit = if request.page_size == 0 { DEFAULT_PAGE } else { request.page_size };
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let members = memberships::members(
+            &mut conn,
+            tenant.as_str(),
+            segment,
+            as_of,
+            after.unwrap_or(0),
+            i64::from(limit) + 1,
+        )
+        .await
+        .map_err(db)?;
+        let more = members.len() > limit as usize;
+        let page: Vec<_> = members.into_iter().take(limit as usize).collect();
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => last.customer_id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSegmentMembersResponse {
+            members: page
+                .into_iter()
+                .map(|m| pb::SegmentMember {
+                    customer: customer_name(&tenant, m.customer_id),
+                    external_id: m.external_id.unwrap_or_default(),
+                    enter_time: Some(to_timestamp(m.enter_time)),
+                    reason: m.enter_reason,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn explain_customer(
+        &self,
+        request: Request<pb::ExplainCustomerRequest>,
+    ) -> Result<Response<pb::ExplainCustomerResponse>, Status> {
+        let caller = caller(&request)?;
+        let (tenant, customer) = customer_of(caller, "customer", &request.get_ref().customer)?;
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let explained = crate::db::features::explain(&mut conn, tenant.as_str(), customer)
+            .await
+            .map_err(db)?;
+        let history = memberships::history(&mut conn, tenant.as_str(), customer)
+            .await
+            .map_err(db)?;
+        let today = Utc::now().date_naive();
+        let date = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
+        let basis_points = |part: i64, whole: i64| if whole > 0 { (part * 10_000 / whole) as i32 } else { -1 };
+        let (features, next_change_time) = match explained {
+            Some((f, stored)) => (
+                Some(pb::CustomerFeatures {
+                    frequency: f.frequency.into(),
+                    monetary_minor: f.monetary,
+                    recency_days: f.last_day.map_or(-1, |d| (today - d).num_days() as i32),
+                    first_order_date: date(f.first_day),
+                    last_order_date: date(f.last_day),
+                    distinct_purchase_days: f.purchase_days as i32,
+                    rfm: stored.rfm.into(),
+                    share_recent_bp: basis_points(f.share.tenant_recent, f.share.all_recent),
+                    share_before_bp: basis_points(f.share.tenant_before, f.share.all_before),
+                }),
+                stored
+                    .due
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|t| to_timestamp(t.and_utc())),
+            ),
+            None => (None, None),
+        };
+        Ok(Response::new(pb::ExplainCustomerResponse {
+            features,
+            history: history
+                .into_iter()
+                .map(|stay| pb::MembershipRecord {
+                    segment: segment_name(&tenant, stay.segment),
+                    enter_time: Some(to_timestamp(stay.enter_time)),
+                    enter_reason: stay.enter_reason,
+                    exit_time: stay.exit_time.map(to_timestamp),
+                    exit_reason: stay.exit_reason.unwrap_or_default(),
+                })
+                .collect(),
+            next_change_time,
+        }))
+    }
+
+    async fn get_rfm_grid(
+        &self,
+        request: Request<pb::GetRfmGridRequest>,
+    ) -> Result<Response<pb::GetRfmGridResponse>, Status> {
+        let caller = caller(&request)?;
+        let tenant = tenant_of(caller, "parent", &request.get_ref().parent, READ)?;
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let settings = db_settings::load(&mut conn, tenant.as_str()).await.map_err(db)?;
+        let boundaries = db_settings::boundaries(&mut conn, tenant.as_str()).await.map_err(db)?;
+        let cells: Vec<(i16, i64)> = sqlx::query_as(
+            "SELECT rfm, count(*) FROM features WHERE tenant_id = $1 AND rfm > 0 GROUP BY rfm ORDER BY rfm",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        let group_of = |code: i16| {
+            let digit = |d: i16| (d % 10) as u8;
+            let score = crate::domain::rfm::RfmScore {
+                r: digit(code / 100),
+                f: digit(code / 10),
+                m: digit(code),
+            };
+            segments::slug(segments::group_segment(settings.mapping.group(score))).to_owned()
+        };
+        let mut response = pb::GetRfmGridResponse {
+            scored_customers: cells.iter().map(|(_, n)| n).sum(),
+            cells: cells
+                .iter()
+                .map(|(rfm, customers)| pb::RfmCell {
+                    rfm: (*rfm).into(),
+                    customers: *customers,
+                    group: group_of(*rfm),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        if let Some((b, at)) = boundaries {
+            response.recency_cuts = b.recency.iter().map(|c| i64::from(*c)).collect();
+            response.frequency_cuts = b.frequency.iter().map(|c| i64::from(*c)).collect();
+            response.monetary_cuts = b.monetary.to_vec();
+            response.compute_time = Some(to_timestamp(at));
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn get_transition_matrix(
+        &self,
+        request: Request<pb::GetTransitionMatrixRequest>,
+    ) -> Result<Response<pb::GetTransitionMatrixResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.get_ref();
+        let tenant = tenant_of(caller, "parent", &request.parent, READ)?;
+        let mut violations = FieldViolations::new();
+        let family = family_of(request.family);
+        if family.is_none() {
+            violations.add("family", "must be a segment family");
+        }
+        let from = time_field("from_time", request.from_time.as_ref())?;
+        let to = time_field("to_time", request.to_time.as_ref())?;
+        if from.is_none() {
+            violations.add("from_time", "is required");
+        }
+        if to.is_none() {
+            violations.add("to_time", "is required");
+        }
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            violations.add("to_time", "must not be before from_time");
+        }
+        violations.check()?;
+        let (Some(family), Some(from), Some(to)) = (family, from, to) else {
+            unreachable!("checked above");
+        };
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let rows = memberships::transitions(&mut conn, tenant.as_str(), &segments::family(family), from, to)
+            .await
+            .map_err(db)?;
+        let name = |s: SegmentId| if s == 0 { String::new() } else { segment_name(&tenant, s) };
+        Ok(Response::new(pb::GetTransitionMatrixResponse {
+            transitions: rows
+                .into_iter()
+                .map(|(a, b, n)| pb::Transition {
+                    from_segment: name(a),
+                    to_segment: name(b),
+                    customers: n,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_segment_sizes(
+        &self,
+        request: Request<pb::GetSegmentSizesRequest>,
+    ) -> Result<Response<pb::GetSegmentSizesResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.get_ref();
+        let tenant = tenant_of(caller, "parent", &request.parent, READ)?;
+        let mut violations = FieldViolations::new();
+        if request.times.is_empty() || request.times.len() > 366 {
+            violations.add("times", "must hold 1 to 366 times");
+        }
+        let mut times = Vec::with_capacity(request.times.len());
+        for (i, t) in request.times.iter().enumerate() {
+            match from_timestamp(t) {
+                Some(t) => times.push(t),
+                None => violations.add(format!("times[{i}]"), "is not a valid timestamp"),
+            }
+        }
+        violations.check()?;
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let rows = memberships::sizes(&mut conn, tenant.as_str(), &times).await.map_err(db)?;
+        let mut by_time: BTreeMap<DateTime<Utc>, pb::SegmentSizes> = times
+            .iter()
+            .map(|t| {
+                (
+                    *t,
+                    pb::SegmentSizes {
+                        time: Some(to_timestamp(*t)),
+                        sizes: Default::default(),
+                    },
+                )
+            })
+            .collect();
+        for (at, segment, count) in rows {
+            if let Some(entry) = by_time.get_mut(&at) {
+                entry.sizes.insert(segment_name(&tenant, segment), count);
+            }
+        }
+        Ok(Response::new(pb::GetSegmentSizesResponse {
+            sizes: times.iter().filter_map(|t| by_time.get(t).cloned()).collect(),
+        }))
+    }
+
+    async fn recompute(
+        &self,
+        request: Request<pb::RecomputeRequest>,
+    ) -> Result<Response<pb::RecomputeResponse>, Status> {
+        let caller = caller(&request)?;
+        let tenant = tenant_of(caller, "parent", &request.get_ref().parent, WRITE)?;
+        let started = std::time::Instant::now();
+        let stats = self.writer.recompute_now(&tenant).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::RecomputeResponse {
+            scored_customers: stats.scored as i64,
+            customers_evaluated: stats.evaluated as i64,
+            memberships_entered: stats.entered as i64,
+            memberships_exited: stats.exited as i64,
+            duration_ms: started.elapsed().as_millis() as i64,
+        }))
+    }
+
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let caller = caller(&request)?;
+        let tenant = tenant_of(caller, "parent", &request.get_ref().parent, READ)?;
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        let effective = db_settings::load(&mut conn, tenant.as_str()).await.map_err(db)?;
+        Ok(Response::new(settings_proto(&tenant, &effective.settings)))
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let caller = caller(&request)?;
+        let Some(proto) = request.get_ref().settings.as_ref() else {
+            return Err(invalid_argument("settings", "is required"));
+        };
+        let tenant = TenantId::from_parent(proto.name.strip_suffix("/settings").unwrap_or(""))
+            .map_err(|_| invalid_argument("settings.name", "must have the form tenants/{tenant}/settings"))?;
+        caller.authorize(&tenant, WRITE)?;
+        let effective = settings_from(proto).validate().map_err(|errors| {
+            let mut violations = FieldViolations::new();
+            for (field, reason) in errors {
+                violations.add(format!("settings.{field}"), reason);
+            }
+            violations.into_status()
+        })?;
+        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+        db_settings::save(&mut conn, tenant.as_str(), &effective.settings)
+            .await
+            .map_err(db)?;
+        drop(conn);
+        self.writer.recompute_now(&tenant).await.map_err(ApiError::from)?;
+        Ok(Response::new(settings_proto(&tenant, &effective.settings)))
+    }
+
+    type WatchEventsStream = BoxStream<WatchEventsResponse>;
+
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = caller(&request)?.clone();
+        let stream = self.feed.watch(&caller, request.into_inner())?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

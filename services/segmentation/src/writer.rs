@@ -1,0 +1,339 @@
+//! The one path that changes memberships. Each change, whatever drives it (ingestion's events, a due date, a
+//! recompute), runs in one transaction that bumps the tenant's membership version, updates features, writes the
+//! history and the segment.* events; after commit the same changes go to the cache, on top of the previous
+//! version. Changes of one tenant are serialised: by the version row in Postgres, and by an in-process lock held
+//! from before the transaction until the cache is written, so the cache sees them in commit order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use boomerang_auth::TenantId;
+use boomerang_events::Outbox;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{Notify, OwnedMutexGuard};
+
+use crate::cache::{Applied, Cache};
+use crate::db::features::{self, Stored};
+use crate::db::memberships::{self, Change};
+use crate::db::settings;
+use crate::domain::evaluate::{self, Evaluation, Features};
+use crate::domain::rfm::{Boundaries, RfmValues};
+use crate::domain::segments::{self, SegmentId};
+use crate::domain::settings::Effective;
+
+/// A customer leaving every segment for a reason other than its features: merged into another, or erased.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub customer_id: i64,
+    pub reason: String,
+    /// Erasure also deletes the customer's membership history.
+    pub erase: bool,
+}
+
+/// Committed changes waiting to be written to the cache, holding the tenant's lock until they are.
+pub struct Pending {
+    tenant: String,
+    version: i64,
+    changes: Vec<Change>,
+    _lock: OwnedMutexGuard<()>,
+}
+
+/// What a full recompute did.
+#[derive(Debug, Clone, Default)]
+pub struct RecomputeStats {
+    pub scored: usize,
+    pub evaluated: usize,
+    pub entered: usize,
+    pub exited: usize,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub cache: Cache,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    stale: Arc<Mutex<HashSet<String>>>,
+    wake: Arc<Notify>,
+}
+
+impl Writer {
+    pub fn new(pool: PgPool, outbox: Outbox, cache: Cache) -> Self {
+        Self {
+            pool,
+            outbox,
+            cache,
+            locks: Default::default(),
+            stale: Default::default(),
+            wake: Default::default(),
+        }
+    }
+
+    /// Waits for the tenant's lock.
+    pub async fn lock(&self, tenant: &str) -> OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .expect("tenant locks")
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Asks the scheduler to rebuild the tenant's cache.
+    pub fn request_rebuild(&self, tenant: &str) {
+        if self.stale.lock().expect("stale set").insert(tenant.to_owned()) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Tenants whose cache needs a rebuild, emptied.
+    pub fn take_stale(&self) -> Vec<String> {
+        self.stale.lock().expect("stale set").drain().collect()
+    }
+
+    /// Wakes when a rebuild is requested.
+    pub async fn rebuild_requested(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Refreshes `customers` (whose orders or transactions changed, or whose due date came) and applies
+    /// `removals`, in `conn`'s transaction. Call [`Writer::publish`] with the result once it committed.
+    pub async fn refresh(
+        &self,
+        conn: &mut PgConnection,
+        lock: OwnedMutexGuard<()>,
+        tenant: &TenantId,
+        customers: &[i64],
+        removals: &[Removal],
+        now: DateTime<Utc>,
+    ) -> Result<Pending, sqlx::Error> {
+        let version = bump_version(conn, tenant.as_str()).await?;
+        let today = now.date_naive();
+        let settings = settings::load(conn, tenant.as_str()).await?;
+        let boundaries = settings::boundaries(conn, tenant.as_str()).await?.map(|(b, _)| b);
+        let mut changes = remove(conn, tenant.as_str(), removals).await?;
+        let removed: HashSet<i64> = removals.iter().map(|r| r.customer_id).collect();
+        let mut customers: Vec<i64> = customers.iter().copied().filter(|c| !removed.contains(c)).collect();
+        customers.sort_unstable();
+        customers.dedup();
+        if !customers.is_empty() {
+            let stored = features::lock_stored(conn, tenant.as_str(), &customers).await?;
+            let fresh = features::compute(conn, tenant.as_str(), &customers, today, &settings.settings).await?;
+            let mut rows = Vec::with_capacity(fresh.len());
+            for features in fresh {
+                let evaluation = evaluate::evaluate(&features, today, &settings, boundaries.as_ref());
+                let before = stored.get(&features.customer_id).cloned().unwrap_or_default();
+                diff(&features, &before.segments, &evaluation, today, &settings, &mut changes);
+                rows.push((features, Stored::of(&evaluation)));
+            }
+            features::store(conn, tenant.as_str(), &rows).await?;
+        }
+        memberships::record(conn, &self.outbox, tenant, &changes, now).await?;
+        Ok(Pending {
+            tenant: tenant.as_str().to_owned(),
+            version,
+            changes,
+            _lock: lock,
+        })
+    }
+
+    /// Re-evaluates every customer of the tenant against boundaries taken from the whole population, writing
+    /// only what changed.
+    pub async fn recompute(
+        &self,
+        conn: &mut PgConnection,
+        lock: OwnedMutexGuard<()>,
+        tenant: &TenantId,
+        now: DateTime<Utc>,
+    ) -> Result<(Pending, RecomputeStats), RecomputeError> {
+        let version = bump_version(conn, tenant.as_str()).await?;
+        let today = now.date_naive();
+        let settings = settings::load(conn, tenant.as_str()).await?;
+        let all = features::load_all(conn, tenant.as_str()).await?;
+        let population: Vec<RfmValues> = all.iter().filter_map(|(f, _)| f.rfm_values(today)).collect();
+        let boundaries = Boundaries::of(&population);
+        let mut changes = Vec::new();
+        let mut updates = Vec::new();
+        for (features, before) in &all {
+            let evaluation = evaluate::evaluate(features, today, &settings, boundaries.as_ref());
+            let after = Stored::of(&evaluation);
+            if after != *before {
+                diff(features, &before.segments, &evaluation, today, &settings, &mut changes);
+                updates.push((features.customer_id, after));
+            }
+        }
+        features::store_evaluations(conn, tenant.as_str(), &updates).await?;
+        memberships::record(conn, &self.outbox, tenant, &changes, now).await?;
+        settings::save_boundaries(conn, tenant.as_str(), boundaries.as_ref(), now).await?;
+        let stats = RecomputeStats {
+            scored: population.len(),
+            evaluated: all.len(),
+            entered: changes.iter().filter(|c| c.entered).count(),
+            exited: changes.iter().filter(|c| !c.entered).count(),
+        };
+        Ok((
+            Pending {
+                tenant: tenant.as_str().to_owned(),
+                version,
+                changes,
+                _lock: lock,
+            },
+            stats,
+        ))
+    }
+
+    /// Refreshes `customers` of one tenant in a transaction of its own, and writes the result to the cache.
+    pub async fn refresh_now(&self, tenant: &TenantId, customers: &[i64]) -> Result<usize, sqlx::Error> {
+        let lock = self.lock(tenant.as_str()).await;
+        let mut tx = self.pool.begin().await?;
+        let pending = self.refresh(&mut tx, lock, tenant, customers, &[], Utc::now()).await?;
+        tx.commit().await?;
+        let changed = pending.changes.len();
+        self.publish(pending).await;
+        Ok(changed)
+    }
+
+    /// Runs a full recompute of one tenant in a transaction of its own, and writes the result to the cache.
+    pub async fn recompute_now(&self, tenant: &TenantId) -> Result<RecomputeStats, RecomputeError> {
+        let lock = self.lock(tenant.as_str()).await;
+        let mut tx = self.pool.begin().await?;
+        let (pending, stats) = self.recompute(&mut tx, lock, tenant, Utc::now()).await?;
+        tx.commit().await?;
+        self.publish(pending).await;
+        Ok(stats)
+    }
+
+    /// Writes committed changes to the cache; on any failure the cache is marked for a rebuild.
+    pub async fn publish(&self, pending: Pending) {
+        match self.cache.apply(&pending.tenant, pending.version, &pending.changes).await {
+            Ok(Applied::Current) => {}
+            Ok(Applied::Invalidated) => self.request_rebuild(&pending.tenant),
+            Err(err) => {
+                tracing::warn!(tenant = %pending.tenant, error = %err, "cache write failed; rebuilding it");
+                // Reads must not trust the cache until it is rebuilt; if Redis is away this fails too, and the
+                // version check after it comes back finds the gap.
+                let _ = self.cache.invalidate(&pending.tenant).await;
+                self.request_rebuild(&pending.tenant);
+            }
+        }
+    }
+
+    /// Rebuilds the tenant's cache from Postgres.
+    pub async fn rebuild(&self, tenant: &str) -> Result<usize, RebuildError> {
+        let _lock = self.lock(tenant).await;
+        let mut tx = self.pool.begin().await?;
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM membership_versions WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let members = memberships::all_current(&mut tx, tenant).await?;
+        tx.commit().await?;
+        self.cache.rebuild(tenant, version.unwrap_or(0), &members).await?;
+        Ok(members.len())
+    }
+
+    /// Tenants whose cache does not hold their current membership version.
+    pub async fn stale_caches(&self) -> Result<Vec<String>, RebuildError> {
+        let versions: Vec<(String, i64)> = sqlx::query_as("SELECT tenant_id, version FROM membership_versions")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut stale = Vec::new();
+        for (tenant, version) in versions {
+            if self.cache.version(&tenant).await? != Some(version) {
+                stale.push(tenant);
+            }
+        }
+        Ok(stale)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecomputeError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Load(#[from] features::LoadError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+async fn bump_version(conn: &mut PgConnection, tenant: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO membership_versions (tenant_id, version) VALUES ($1, 1)
+         ON CONFLICT (tenant_id) DO UPDATE SET version = membership_versions.version + 1
+         RETURNING version",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Exits of removed customers; their features go, and erased customers' history too.
+async fn remove(conn: &mut PgConnection, tenant: &str, removals: &[Removal]) -> Result<Vec<Change>, sqlx::Error> {
+    if removals.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = removals.iter().map(|r| r.customer_id).collect();
+    let current: Vec<(i64, Vec<SegmentId>)> = sqlx::query_as(
+        "DELETE FROM features WHERE tenant_id = $1 AND customer_id = ANY($2) RETURNING customer_id, segments",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let erased: Vec<i64> = removals.iter().filter(|r| r.erase).map(|r| r.customer_id).collect();
+    if !erased.is_empty() {
+        memberships::erase(conn, tenant, &erased).await?;
+    }
+    let reasons: HashMap<i64, &str> = removals.iter().map(|r| (r.customer_id, r.reason.as_str())).collect();
+    Ok(current
+        .into_iter()
+        .flat_map(|(customer_id, segments)| {
+            let reason = reasons.get(&customer_id).copied().unwrap_or_default().to_owned();
+            segments.into_iter().map(move |segment| Change {
+                customer_id,
+                segment,
+                entered: false,
+                reason: reason.clone(),
+            })
+        })
+        .collect())
+}
+
+/// The exits and entries that take a customer from `before` to `evaluation`.
+fn diff(
+    features: &Features,
+    before: &[SegmentId],
+    evaluation: &Evaluation,
+    today: NaiveDate,
+    settings: &Effective,
+    changes: &mut Vec<Change>,
+) {
+    for segment in before.iter().filter(|s| !evaluation.segments.contains(s)) {
+        changes.push(Change {
+            customer_id: features.customer_id,
+            segment: *segment,
+            entered: false,
+            reason: evaluate::exit_reason(*segment, evaluation),
+        });
+    }
+    for segment in evaluation.segments.iter().filter(|s| !before.contains(s)) {
+        changes.push(Change {
+            customer_id: features.customer_id,
+            segment: *segment,
+            entered: true,
+            reason: evaluate::reason(*segment, features, evaluation, today, settings),
+        });
+    }
+    debug_assert!(evaluation.segments.iter().all(|s| segments::by_id(*s).is_some()));
+}
