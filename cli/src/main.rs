@@ -1,6 +1,6 @@
 //! `boomerang`: the all-in-one binary. It serves any subset of the services in one process (for local use and small
 //! retailers; on Kubernetes each service runs its own binary), and carries the operator commands: migrate, import,
-//! token, demo.
+//! token, demo, export.
 #![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
 mod services;
@@ -33,13 +33,15 @@ struct Cli {
 enum Command {
     /// Serve services on one port (all of them unless --services names some).
     Serve {
-        #[arg(long, value_delimiter = ',', default_value = "ingestion")]
+        #[arg(long, value_delimiter = ',', default_value = "ingestion,segmentation")]
         services: Vec<ServiceName>,
     },
     /// Create or upgrade every service's schema.
     Migrate,
     /// Import a CSV or NDJSON file through a running ingestion service.
     Import(ImportArgs),
+    /// Write segmentation data as CSV (the hand-off to an email tool), to stdout unless --output is given.
+    Export(ExportArgs),
     /// Mint a bearer token signed with the configured auth.secret.
     Token {
         /// Tenant the token may act for; repeat for several, or `*` for all.
@@ -70,6 +72,31 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+}
+
+/// What to export.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportKind {
+    /// customer_id,recency_days,frequency,monetary,r,f,m,rfm,group, scored as of --as-of (default today).
+    Rfm,
+    /// customer_id,segment,enter_time,reason of --segment, as of --as-of (default now).
+    Members,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    kind: ExportKind,
+    #[arg(long)]
+    tenant: String,
+    /// Segment id, for example lifecycle-dormant or rfm-loyal (members only).
+    #[arg(long)]
+    segment: Option<String>,
+    /// YYYY-MM-DD (UTC; the end of that day).
+    #[arg(long)]
+    as_of: Option<chrono::NaiveDate>,
+    /// File to write; stdout by default.
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -121,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => services::migrate(&services::load(cli.config.as_deref())?).await,
         Command::Import(args) => import(cli.config.as_deref(), args).await,
+        Command::Export(args) => export(cli.config.as_deref(), args).await,
         Command::Token {
             tenants,
             scopes,
@@ -162,6 +190,41 @@ fn keys(config: &Config) -> anyhow::Result<TokenKeys> {
     TokenKeys::from_secret(config.kit.auth.secret.as_bytes()).context(
         "set auth.secret (BOOMERANG_AUTH__SECRET) to the secret the services verify tokens with",
     )
+}
+
+async fn export(config: Option<&std::path::Path>, args: ExportArgs) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(&args.tenant).map_err(|err| anyhow::anyhow!("--tenant: {err}"))?;
+    let pool = services::segmentation_pool(&services::load(config)?)?;
+    let out: Box<dyn std::io::Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let rows = match args.kind {
+        ExportKind::Rfm => {
+            let as_of = args
+                .as_of
+                .unwrap_or_else(|| chrono::Utc::now().date_naive());
+            boomerang_segmentation::export::rfm(&pool, tenant.as_str(), as_of, out).await?
+        }
+        ExportKind::Members => {
+            let segment = args
+                .segment
+                .context("--segment is required for a members export")?;
+            let as_of = args
+                .as_of
+                .and_then(|day| day.succ_opt()?.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc() - chrono::Duration::microseconds(1));
+            boomerang_segmentation::export::members(&pool, tenant.as_str(), &segment, as_of, out)
+                .await?
+        }
+    };
+    if let Some(path) = &args.output {
+        println!("wrote {rows} rows to {}", path.display());
+    }
+    Ok(())
 }
 
 async fn import(config: Option<&std::path::Path>, args: ImportArgs) -> anyhow::Result<()> {

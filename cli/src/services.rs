@@ -11,6 +11,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceName {
     Ingestion,
+    Segmentation,
 }
 
 /// Every section any hosted service reads.
@@ -19,12 +20,17 @@ pub struct Config {
     #[serde(flatten)]
     pub kit: KitConfig,
     pub ingestion: boomerang_ingestion::IngestionConfig,
+    pub segmentation: boomerang_segmentation::SegmentationConfig,
 }
 
 /// Defaults, then `file`, then the environment.
 pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     Ok(load_layers(
-        &[DEFAULTS, boomerang_ingestion::DEFAULTS],
+        &[
+            DEFAULTS,
+            boomerang_ingestion::DEFAULTS,
+            boomerang_segmentation::DEFAULTS,
+        ],
         file,
     )?)
 }
@@ -36,6 +42,10 @@ fn bundle(
 ) -> anyhow::Result<ServiceBundle> {
     match service {
         ServiceName::Ingestion => Ok(boomerang_ingestion::build(platform, &config.ingestion)?),
+        ServiceName::Segmentation => Ok(boomerang_segmentation::build(
+            platform,
+            &config.segmentation,
+        )?),
     }
 }
 
@@ -76,16 +86,26 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
                 redact(&config.kit.postgres.url)
             )
         })?;
+    let url = redact(&config.kit.postgres.url);
     let pool = boomerang_service_kit::db::pool(&config.kit.postgres, boomerang_ingestion::SCHEMA)?;
-    boomerang_ingestion::migrate(&pool).await.with_context(|| {
-        format!(
-            "migrating {} at {}",
-            boomerang_ingestion::SCHEMA,
-            redact(&config.kit.postgres.url)
-        )
-    })?;
+    boomerang_ingestion::migrate(&pool)
+        .await
+        .with_context(|| format!("migrating {} at {url}", boomerang_ingestion::SCHEMA))?;
     println!("migrated: {}", boomerang_ingestion::SCHEMA);
+    let pool = segmentation_pool(config)?;
+    boomerang_segmentation::migrate(&pool)
+        .await
+        .with_context(|| format!("migrating {} at {url}", boomerang_segmentation::SCHEMA))?;
+    println!("migrated: {}", boomerang_segmentation::SCHEMA);
     Ok(())
+}
+
+/// A pool on segmentation's schema, for operator commands.
+pub fn segmentation_pool(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    Ok(boomerang_service_kit::db::pool(
+        &config.kit.postgres,
+        boomerang_segmentation::SCHEMA,
+    )?)
 }
 
 /// A database URL without its password, for messages.

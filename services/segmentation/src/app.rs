@@ -52,10 +52,16 @@ pub enum BuildError {
 
 /// The segmentation service, ready to serve: its API, the consumer of ingestion's events, the scheduler, the
 /// outbox sequencer, and readiness following Postgres and Redis.
-pub fn build(platform: &Platform, config: &SegmentationConfig) -> Result<ServiceBundle, BuildError> {
+pub fn build(
+    platform: &Platform,
+    config: &SegmentationConfig,
+) -> Result<ServiceBundle, BuildError> {
     let pool = pool(platform)?;
     let outbox = Outbox::new(SCHEMA);
-    let cache = Cache::new(&platform.config.redis.url, &platform.config.redis.key_prefix)?;
+    let cache = Cache::new(
+        &platform.config.redis.url,
+        &platform.config.redis.key_prefix,
+    )?;
     let writer = Writer::new(pool.clone(), outbox.clone(), cache);
     let shutdown = platform.shutdown.clone();
 

@@ -134,7 +134,12 @@ impl Cache {
     }
 
     /// Applies the changes of membership version `version` on top of version `version - 1`.
-    pub async fn apply(&self, tenant: &str, version: i64, changes: &[Change]) -> RedisResult<Applied> {
+    pub async fn apply(
+        &self,
+        tenant: &str,
+        version: i64,
+        changes: &[Change],
+    ) -> RedisResult<Applied> {
         let mut connection = self.connection.clone();
         let partial = format!("partial:{version}");
         let previous = (version - 1).to_string();
@@ -145,8 +150,16 @@ impl Cache {
         };
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
-            let expect = if i == 0 { previous.as_str() } else { partial.as_str() };
-            let next = if i == last { version.to_string() } else { partial.clone() };
+            let expect = if i == 0 {
+                previous.as_str()
+            } else {
+                partial.as_str()
+            };
+            let next = if i == last {
+                version.to_string()
+            } else {
+                partial.clone()
+            };
             let mut invocation = self.apply.prepare_invoke();
             invocation.key(self.ready_key(tenant)).arg(expect).arg(next);
             for change in chunk {
@@ -196,7 +209,10 @@ impl Cache {
                 .query_async(&mut connection)
                 .await?;
             if !keys.is_empty() {
-                redis::cmd("UNLINK").arg(keys).exec_async(&mut connection).await?;
+                redis::cmd("UNLINK")
+                    .arg(keys)
+                    .exec_async(&mut connection)
+                    .await?;
             }
             if next == 0 {
                 break;
@@ -207,7 +223,8 @@ impl Cache {
         for chunk in members.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for (customer, segments) in chunk {
-                pipe.sadd(self.customer_key(tenant, *customer), segments).ignore();
+                pipe.sadd(self.customer_key(tenant, *customer), segments)
+                    .ignore();
                 for segment in segments {
                     by_segment.entry(*segment).or_default().push(*customer);
                 }

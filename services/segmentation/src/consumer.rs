@@ -29,7 +29,11 @@ struct TenantWork {
 impl EventHandler for IngestionEvents {
     type AfterCommit = Vec<Pending>;
 
-    async fn handle(&self, tx: &mut PgConnection, events: &[Event]) -> Result<Vec<Pending>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+    ) -> Result<Vec<Pending>, HandlerError> {
         // Tenants in a fixed order, so two writers never wait on each other's locks in opposite orders.
         let mut work: BTreeMap<&str, TenantWork> = BTreeMap::new();
         for event in events {
@@ -48,9 +52,9 @@ impl EventHandler for IngestionEvents {
                 }
                 "transaction.ingested" => {
                     let payload: pb::TransactionsIngested = decode_payload(event)?;
-                    entry
-                        .customers
-                        .extend(projection::insert_transactions(tx, tenant, &payload.transactions).await?);
+                    entry.customers.extend(
+                        projection::insert_transactions(tx, tenant, &payload.transactions).await?,
+                    );
                 }
                 "customer.merged" => {
                     let payload: pb::CustomersMerged = decode_payload(event)?;
@@ -67,11 +71,13 @@ impl EventHandler for IngestionEvents {
                 "customer.erased" => {
                     let payload: pb::CustomerErased = decode_payload(event)?;
                     projection::erase(tx, tenant, &payload.customer_ids).await?;
-                    entry.removals.extend(payload.customer_ids.iter().map(|id| Removal {
-                        customer_id: *id,
-                        reason: "erased".into(),
-                        erase: true,
-                    }));
+                    entry
+                        .removals
+                        .extend(payload.customer_ids.iter().map(|id| Removal {
+                            customer_id: *id,
+                            reason: "erased".into(),
+                            erase: true,
+                        }));
                 }
                 _ => {}
             }
@@ -82,7 +88,8 @@ impl EventHandler for IngestionEvents {
             if work.customers.is_empty() && work.removals.is_empty() {
                 continue;
             }
-            let tenant = TenantId::parse(tenant).map_err(|err| HandlerError::Other(err.to_string()))?;
+            let tenant =
+                TenantId::parse(tenant).map_err(|err| HandlerError::Other(err.to_string()))?;
             let lock = self.writer.lock(tenant.as_str()).await;
             pending.push(
                 self.writer

@@ -49,7 +49,9 @@ enum ApiError {
 impl ServiceError for ApiError {
     fn error_code(&self) -> ErrorCode {
         match self {
-            ApiError::Database(err) | ApiError::Recompute(RecomputeError::Database(err)) => db_error_code(err),
+            ApiError::Database(err) | ApiError::Recompute(RecomputeError::Database(err)) => {
+                db_error_code(err)
+            }
             ApiError::Recompute(_) => ErrorCode::Internal,
         }
     }
@@ -66,7 +68,8 @@ fn db(err: sqlx::Error) -> Status {
 }
 
 fn tenant_of(caller: &Caller, field: &str, parent: &str, scope: &str) -> Result<TenantId, Status> {
-    let tenant = TenantId::from_parent(parent).map_err(|err| invalid_argument(field, err.to_string()))?;
+    let tenant =
+        TenantId::from_parent(parent).map_err(|err| invalid_argument(field, err.to_string()))?;
     caller.authorize(&tenant, scope)?;
     Ok(tenant)
 }
@@ -79,8 +82,15 @@ fn child<'a>(
     collection: &str,
     scope: &str,
 ) -> Result<(TenantId, &'a str), Status> {
-    let malformed = || invalid_argument(field, format!("must have the form tenants/{{tenant}}/{collection}/{{id}}"));
-    let (parent, id) = name.rsplit_once(&format!("/{collection}/")).ok_or_else(malformed)?;
+    let malformed = || {
+        invalid_argument(
+            field,
+            format!("must have the form tenants/{{tenant}}/{collection}/{{id}}"),
+        )
+    };
+    let (parent, id) = name
+        .rsplit_once(&format!("/{collection}/"))
+        .ok_or_else(malformed)?;
     let tenant = TenantId::from_parent(parent).map_err(|_| malformed())?;
     caller.authorize(&tenant, scope)?;
     if id.is_empty() || id.contains('/') {
@@ -101,22 +111,35 @@ fn customer_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, i6
 
 fn segment_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, SegmentId), Status> {
     let (tenant, slug) = child(caller, field, name, "segments", READ)?;
-    let def = segments::by_slug(slug)
-        .ok_or_else(|| invalid_argument(field, format!("unknown segment {slug:?}; ListSegments lists them")))?;
+    let def = segments::by_slug(slug).ok_or_else(|| {
+        invalid_argument(
+            field,
+            format!("unknown segment {slug:?}; ListSegments lists them"),
+        )
+    })?;
     Ok((tenant, def.id))
 }
 
 fn segment_name(tenant: &TenantId, segment: SegmentId) -> String {
-    format!("{}/segments/{}", tenant.resource_name(), segments::slug(segment))
+    format!(
+        "{}/segments/{}",
+        tenant.resource_name(),
+        segments::slug(segment)
+    )
 }
 
 fn customer_name(tenant: &TenantId, customer: i64) -> String {
     format!("{}/customers/{customer}", tenant.resource_name())
 }
 
-fn time_field(field: &str, value: Option<&prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Status> {
+fn time_field(
+    field: &str,
+    value: Option<&prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, Status> {
     value
-        .map(|t| from_timestamp(t).ok_or_else(|| invalid_argument(field, "is not a valid timestamp")))
+        .map(|t| {
+            from_timestamp(t).ok_or_else(|| invalid_argument(field, "is not a valid timestamp"))
+        })
         .transpose()
 }
 
@@ -195,8 +218,17 @@ fn settings_from(p: &pb::Settings) -> Settings {
 impl SegmentationApi {
     /// Current segments of a customer: from the cache when it is complete, else from Postgres (and the cache is
     /// rebuilt).
-    async fn current_segments(&self, tenant: &TenantId, customer: i64) -> Result<(Vec<SegmentId>, &'static str), Status> {
-        match self.writer.cache.customer_segments(tenant.as_str(), customer).await {
+    async fn current_segments(
+        &self,
+        tenant: &TenantId,
+        customer: i64,
+    ) -> Result<(Vec<SegmentId>, &'static str), Status> {
+        match self
+            .writer
+            .cache
+            .customer_segments(tenant.as_str(), customer)
+            .await
+        {
             Ok(Some(segments)) => return Ok((segments, "cache")),
             Ok(None) => self.writer.request_rebuild(tenant.as_str()),
             Err(err) => tracing::debug!(error = %err, "cache unavailable; reading Postgres"),
@@ -218,11 +250,12 @@ impl SegmentationService for SegmentationApi {
         let caller = caller(&request)?;
         let tenant = tenant_of(caller, "parent", &request.get_ref().parent, READ)?;
         let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        let sizes: BTreeMap<SegmentId, i64> = memberships::current_sizes(&mut conn, tenant.as_str())
-            .await
-            .map_err(db)?
-            .into_iter()
-            .collect();
+        let sizes: BTreeMap<SegmentId, i64> =
+            memberships::current_sizes(&mut conn, tenant.as_str())
+                .await
+                .map_err(db)?
+                .into_iter()
+                .collect();
         Ok(Response::new(pb::ListSegmentsResponse {
             segments: segments::CATALOGUE
                 .iter()
@@ -249,9 +282,10 @@ impl SegmentationService for SegmentationApi {
             None => self.current_segments(&tenant, customer).await?,
             Some(at) => {
                 let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-                let segments = memberships::segments_of(&mut conn, tenant.as_str(), customer, Some(at))
-                    .await
-                    .map_err(db)?;
+                let segments =
+                    memberships::segments_of(&mut conn, tenant.as_str(), customer, Some(at))
+                        .await
+                        .map_err(db)?;
                 (segments, "postgres")
             }
         };
@@ -272,9 +306,17 @@ impl SegmentationService for SegmentationApi {
         let (tenant, segment) = segment_of(caller, "segment", &request.segment)?;
         let (customer_tenant, customer) = customer_of(caller, "customer", &request.customer)?;
         if customer_tenant != tenant {
-            return Err(invalid_argument("customer", "must belong to the segment's tenant"));
+            return Err(invalid_argument(
+                "customer",
+                "must belong to the segment's tenant",
+            ));
         }
-        match self.writer.cache.is_member(tenant.as_str(), segment, customer).await {
+        match self
+            .writer
+            .cache
+            .is_member(tenant.as_str(), segment, customer)
+            .await
+        {
             Ok(Some(member)) => {
                 return Ok(Response::new(pb::IsMemberResponse {
                     member,
@@ -315,7 +357,11 @@ impl SegmentationService for SegmentationApi {
             violations.add("page_token", "is not a token from a previous page");
         }
         violations.check()?;
-        let limit = if request.page_size == 0 { DEFAULT_PAGE } else { request.page_size };
+        let limit = if request.page_size == 0 {
+            DEFAULT_PAGE
+        } else {
+            request.page_size
+        };
         let mut conn = self.writer.pool.acquire().await.map_err(db)?;
         let members = memberships::members(
             &mut conn,
@@ -362,7 +408,13 @@ impl SegmentationService for SegmentationApi {
             .map_err(db)?;
         let today = Utc::now().date_naive();
         let date = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
-        let basis_points = |part: i64, whole: i64| if whole > 0 { (part * 10_000 / whole) as i32 } else { -1 };
+        let basis_points = |part: i64, whole: i64| {
+            if whole > 0 {
+                (part * 10_000 / whole) as i32
+            } else {
+                -1
+            }
+        };
         let (features, next_change_time) = match explained {
             Some((f, stored)) => (
                 Some(pb::CustomerFeatures {
@@ -406,8 +458,12 @@ impl SegmentationService for SegmentationApi {
         let caller = caller(&request)?;
         let tenant = tenant_of(caller, "parent", &request.get_ref().parent, READ)?;
         let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        let settings = db_settings::load(&mut conn, tenant.as_str()).await.map_err(db)?;
-        let boundaries = db_settings::boundaries(&mut conn, tenant.as_str()).await.map_err(db)?;
+        let settings = db_settings::load(&mut conn, tenant.as_str())
+            .await
+            .map_err(db)?;
+        let boundaries = db_settings::boundaries(&mut conn, tenant.as_str())
+            .await
+            .map_err(db)?;
         let cells: Vec<(i16, i64)> = sqlx::query_as(
             "SELECT rfm, count(*) FROM features WHERE tenant_id = $1 AND rfm > 0 GROUP BY rfm ORDER BY rfm",
         )
@@ -475,10 +531,22 @@ impl SegmentationService for SegmentationApi {
             unreachable!("checked above");
         };
         let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        let rows = memberships::transitions(&mut conn, tenant.as_str(), &segments::family(family), from, to)
-            .await
-            .map_err(db)?;
-        let name = |s: SegmentId| if s == 0 { String::new() } else { segment_name(&tenant, s) };
+        let rows = memberships::transitions(
+            &mut conn,
+            tenant.as_str(),
+            &segments::family(family),
+            from,
+            to,
+        )
+        .await
+        .map_err(db)?;
+        let name = |s: SegmentId| {
+            if s == 0 {
+                String::new()
+            } else {
+                segment_name(&tenant, s)
+            }
+        };
         Ok(Response::new(pb::GetTransitionMatrixResponse {
             transitions: rows
                 .into_iter()
@@ -511,7 +579,9 @@ impl SegmentationService for SegmentationApi {
         }
         violations.check()?;
         let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        let rows = memberships::sizes(&mut conn, tenant.as_str(), &times).await.map_err(db)?;
+        let rows = memberships::sizes(&mut conn, tenant.as_str(), &times)
+            .await
+            .map_err(db)?;
         let mut by_time: BTreeMap<DateTime<Utc>, pb::SegmentSizes> = times
             .iter()
             .map(|t| {
@@ -530,7 +600,10 @@ impl SegmentationService for SegmentationApi {
             }
         }
         Ok(Response::new(pb::GetSegmentSizesResponse {
-            sizes: times.iter().filter_map(|t| by_time.get(t).cloned()).collect(),
+            sizes: times
+                .iter()
+                .filter_map(|t| by_time.get(t).cloned())
+                .collect(),
         }))
     }
 
@@ -541,7 +614,11 @@ impl SegmentationService for SegmentationApi {
         let caller = caller(&request)?;
         let tenant = tenant_of(caller, "parent", &request.get_ref().parent, WRITE)?;
         let started = std::time::Instant::now();
-        let stats = self.writer.recompute_now(&tenant).await.map_err(ApiError::from)?;
+        let stats = self
+            .writer
+            .recompute_now(&tenant)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::RecomputeResponse {
             scored_customers: stats.scored as i64,
             customers_evaluated: stats.evaluated as i64,
@@ -558,7 +635,9 @@ impl SegmentationService for SegmentationApi {
         let caller = caller(&request)?;
         let tenant = tenant_of(caller, "parent", &request.get_ref().parent, READ)?;
         let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        let effective = db_settings::load(&mut conn, tenant.as_str()).await.map_err(db)?;
+        let effective = db_settings::load(&mut conn, tenant.as_str())
+            .await
+            .map_err(db)?;
         Ok(Response::new(settings_proto(&tenant, &effective.settings)))
     }
 
@@ -571,7 +650,12 @@ impl SegmentationService for SegmentationApi {
             return Err(invalid_argument("settings", "is required"));
         };
         let tenant = TenantId::from_parent(proto.name.strip_suffix("/settings").unwrap_or(""))
-            .map_err(|_| invalid_argument("settings.name", "must have the form tenants/{tenant}/settings"))?;
+            .map_err(|_| {
+                invalid_argument(
+                    "settings.name",
+                    "must have the form tenants/{tenant}/settings",
+                )
+            })?;
         caller.authorize(&tenant, WRITE)?;
         let effective = settings_from(proto).validate().map_err(|errors| {
             let mut violations = FieldViolations::new();
@@ -585,7 +669,10 @@ impl SegmentationService for SegmentationApi {
             .await
             .map_err(db)?;
         drop(conn);
-        self.writer.recompute_now(&tenant).await.map_err(ApiError::from)?;
+        self.writer
+            .recompute_now(&tenant)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(settings_proto(&tenant, &effective.settings)))
     }
 

@@ -13,6 +13,7 @@ pub mod config;
 mod consumer;
 mod db;
 pub mod domain;
+pub mod export;
 mod grpc;
 mod schedule;
 mod writer;

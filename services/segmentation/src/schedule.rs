@@ -54,9 +54,8 @@ async fn rebuild(writer: &Writer, tenants: Vec<String>) {
         match writer.rebuild(&tenant).await {
             Ok(customers) => tracing::info!(%tenant, customers, "membership cache rebuilt"),
             Err(err) => {
-                tracing::warn!(%tenant, error = %err, "cache rebuild failed; retrying");
-                writer.request_rebuild(&tenant);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tracing::warn!(%tenant, error = %err, "cache rebuild failed; retrying at the next tick");
+                writer.defer_rebuild(&tenant);
             }
         }
     }
@@ -92,7 +91,10 @@ pub async fn sweep_due(writer: &Writer) -> Result<usize, sqlx::Error> {
 }
 
 /// Recomputes tenants whose boundaries are missing or older than the schedule allows.
-async fn recompute_due(writer: &Writer, schedule: &Schedule) -> Result<(), crate::writer::RecomputeError> {
+async fn recompute_due(
+    writer: &Writer,
+    schedule: &Schedule,
+) -> Result<(), crate::writer::RecomputeError> {
     let tenants: Vec<String> = sqlx::query_scalar(
         "SELECT v.tenant_id FROM membership_versions v LEFT JOIN rfm_boundaries b USING (tenant_id)
          WHERE b.tenant_id IS NULL OR b.compute_time < now() - $1 * interval '1 second'",

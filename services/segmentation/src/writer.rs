@@ -84,9 +84,22 @@ impl Writer {
 
     /// Asks the scheduler to rebuild the tenant's cache.
     pub fn request_rebuild(&self, tenant: &str) {
-        if self.stale.lock().expect("stale set").insert(tenant.to_owned()) {
+        if self
+            .stale
+            .lock()
+            .expect("stale set")
+            .insert(tenant.to_owned())
+        {
             self.wake.notify_one();
         }
+    }
+
+    /// Keeps the tenant for the next tick's rebuild, without waking the scheduler now (after a failed rebuild).
+    pub fn defer_rebuild(&self, tenant: &str) {
+        self.stale
+            .lock()
+            .expect("stale set")
+            .insert(tenant.to_owned());
     }
 
     /// Tenants whose cache needs a rebuild, emptied.
@@ -113,20 +126,39 @@ impl Writer {
         let version = bump_version(conn, tenant.as_str()).await?;
         let today = now.date_naive();
         let settings = settings::load(conn, tenant.as_str()).await?;
-        let boundaries = settings::boundaries(conn, tenant.as_str()).await?.map(|(b, _)| b);
+        let boundaries = settings::boundaries(conn, tenant.as_str())
+            .await?
+            .map(|(b, _)| b);
         let mut changes = remove(conn, tenant.as_str(), removals).await?;
         let removed: HashSet<i64> = removals.iter().map(|r| r.customer_id).collect();
-        let mut customers: Vec<i64> = customers.iter().copied().filter(|c| !removed.contains(c)).collect();
+        let mut customers: Vec<i64> = customers
+            .iter()
+            .copied()
+            .filter(|c| !removed.contains(c))
+            .collect();
         customers.sort_unstable();
         customers.dedup();
         if !customers.is_empty() {
             let stored = features::lock_stored(conn, tenant.as_str(), &customers).await?;
-            let fresh = features::compute(conn, tenant.as_str(), &customers, today, &settings.settings).await?;
+            let fresh =
+                features::compute(conn, tenant.as_str(), &customers, today, &settings.settings)
+                    .await?;
             let mut rows = Vec::with_capacity(fresh.len());
             for features in fresh {
-                let evaluation = evaluate::evaluate(&features, today, &settings, boundaries.as_ref());
-                let before = stored.get(&features.customer_id).cloned().unwrap_or_default();
-                diff(&features, &before.segments, &evaluation, today, &settings, &mut changes);
+                let evaluation =
+                    evaluate::evaluate(&features, today, &settings, boundaries.as_ref());
+                let before = stored
+                    .get(&features.customer_id)
+                    .cloned()
+                    .unwrap_or_default();
+                diff(
+                    &features,
+                    &before.segments,
+                    &evaluation,
+                    today,
+                    &settings,
+                    &mut changes,
+                );
                 rows.push((features, Stored::of(&evaluation)));
             }
             features::store(conn, tenant.as_str(), &rows).await?;
@@ -153,7 +185,10 @@ impl Writer {
         let today = now.date_naive();
         let settings = settings::load(conn, tenant.as_str()).await?;
         let all = features::load_all(conn, tenant.as_str()).await?;
-        let population: Vec<RfmValues> = all.iter().filter_map(|(f, _)| f.rfm_values(today)).collect();
+        let population: Vec<RfmValues> = all
+            .iter()
+            .filter_map(|(f, _)| f.rfm_values(today))
+            .collect();
         let boundaries = Boundaries::of(&population);
         let mut changes = Vec::new();
         let mut updates = Vec::new();
@@ -161,7 +196,14 @@ impl Writer {
             let evaluation = evaluate::evaluate(features, today, &settings, boundaries.as_ref());
             let after = Stored::of(&evaluation);
             if after != *before {
-                diff(features, &before.segments, &evaluation, today, &settings, &mut changes);
+                diff(
+                    features,
+                    &before.segments,
+                    &evaluation,
+                    today,
+                    &settings,
+                    &mut changes,
+                );
                 updates.push((features.customer_id, after));
             }
         }
@@ -186,10 +228,16 @@ impl Writer {
     }
 
     /// Refreshes `customers` of one tenant in a transaction of its own, and writes the result to the cache.
-    pub async fn refresh_now(&self, tenant: &TenantId, customers: &[i64]) -> Result<usize, sqlx::Error> {
+    pub async fn refresh_now(
+        &self,
+        tenant: &TenantId,
+        customers: &[i64],
+    ) -> Result<usize, sqlx::Error> {
         let lock = self.lock(tenant.as_str()).await;
         let mut tx = self.pool.begin().await?;
-        let pending = self.refresh(&mut tx, lock, tenant, customers, &[], Utc::now()).await?;
+        let pending = self
+            .refresh(&mut tx, lock, tenant, customers, &[], Utc::now())
+            .await?;
         tx.commit().await?;
         let changed = pending.changes.len();
         self.publish(pending).await;
@@ -208,7 +256,11 @@ impl Writer {
 
     /// Writes committed changes to the cache; on any failure the cache is marked for a rebuild.
     pub async fn publish(&self, pending: Pending) {
-        match self.cache.apply(&pending.tenant, pending.version, &pending.changes).await {
+        match self
+            .cache
+            .apply(&pending.tenant, pending.version, &pending.changes)
+            .await
+        {
             Ok(Applied::Current) => {}
             Ok(Applied::Invalidated) => self.request_rebuild(&pending.tenant),
             Err(err) => {
@@ -232,15 +284,18 @@ impl Writer {
                 .await?;
         let members = memberships::all_current(&mut tx, tenant).await?;
         tx.commit().await?;
-        self.cache.rebuild(tenant, version.unwrap_or(0), &members).await?;
+        self.cache
+            .rebuild(tenant, version.unwrap_or(0), &members)
+            .await?;
         Ok(members.len())
     }
 
     /// Tenants whose cache does not hold their current membership version.
     pub async fn stale_caches(&self) -> Result<Vec<String>, RebuildError> {
-        let versions: Vec<(String, i64)> = sqlx::query_as("SELECT tenant_id, version FROM membership_versions")
-            .fetch_all(&self.pool)
-            .await?;
+        let versions: Vec<(String, i64)> =
+            sqlx::query_as("SELECT tenant_id, version FROM membership_versions")
+                .fetch_all(&self.pool)
+                .await?;
         let mut stale = Vec::new();
         for (tenant, version) in versions {
             if self.cache.version(&tenant).await? != Some(version) {
@@ -279,7 +334,11 @@ async fn bump_version(conn: &mut PgConnection, tenant: &str) -> Result<i64, sqlx
 }
 
 /// Exits of removed customers; their features go, and erased customers' history too.
-async fn remove(conn: &mut PgConnection, tenant: &str, removals: &[Removal]) -> Result<Vec<Change>, sqlx::Error> {
+async fn remove(
+    conn: &mut PgConnection,
+    tenant: &str,
+    removals: &[Removal],
+) -> Result<Vec<Change>, sqlx::Error> {
     if removals.is_empty() {
         return Ok(Vec::new());
     }
@@ -291,15 +350,26 @@ async fn remove(conn: &mut PgConnection, tenant: &str, removals: &[Removal]) -> 
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    let erased: Vec<i64> = removals.iter().filter(|r| r.erase).map(|r| r.customer_id).collect();
+    let erased: Vec<i64> = removals
+        .iter()
+        .filter(|r| r.erase)
+        .map(|r| r.customer_id)
+        .collect();
     if !erased.is_empty() {
         memberships::erase(conn, tenant, &erased).await?;
     }
-    let reasons: HashMap<i64, &str> = removals.iter().map(|r| (r.customer_id, r.reason.as_str())).collect();
+    let reasons: HashMap<i64, &str> = removals
+        .iter()
+        .map(|r| (r.customer_id, r.reason.as_str()))
+        .collect();
     Ok(current
         .into_iter()
         .flat_map(|(customer_id, segments)| {
-            let reason = reasons.get(&customer_id).copied().unwrap_or_default().to_owned();
+            let reason = reasons
+                .get(&customer_id)
+                .copied()
+                .unwrap_or_default()
+                .to_owned();
             segments.into_iter().map(move |segment| Change {
                 customer_id,
                 segment,
@@ -335,5 +405,10 @@ fn diff(
             reason: evaluate::reason(*segment, features, evaluation, today, settings),
         });
     }
-    debug_assert!(evaluation.segments.iter().all(|s| segments::by_id(*s).is_some()));
+    debug_assert!(
+        evaluation
+            .segments
+            .iter()
+            .all(|s| segments::by_id(*s).is_some())
+    );
 }

@@ -152,7 +152,10 @@ pub async fn store(
     rows: &[(Features, Stored)],
 ) -> Result<(), sqlx::Error> {
     let (empty, kept): (Vec<_>, Vec<_>) = rows.iter().partition(|(f, s)| {
-        f.frequency == 0 && f.category_day.is_none() && f.share == ShareOfWallet::default() && s.segments.is_empty()
+        f.frequency == 0
+            && f.category_day.is_none()
+            && f.share == ShareOfWallet::default()
+            && s.segments.is_empty()
     });
     if !empty.is_empty() {
         let ids: Vec<i64> = empty.iter().map(|(f, _)| f.customer_id).collect();
@@ -165,7 +168,8 @@ pub async fn store(
     if kept.is_empty() {
         return Ok(());
     }
-    let col = |f: &dyn Fn(&(Features, Stored)) -> i64| kept.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    let col =
+        |f: &dyn Fn(&(Features, Stored)) -> i64| kept.iter().map(|r| f(r)).collect::<Vec<i64>>();
     let ids = col(&|(f, _)| f.customer_id);
     let frequency = col(&|(f, _)| i64::from(f.frequency));
     let monetary = col(&|(f, _)| f.monetary);
@@ -176,16 +180,24 @@ pub async fn store(
     let all_before = col(&|(f, _)| f.share.all_before);
     let rfm = col(&|(_, s)| i64::from(s.rfm));
     let days = |f: &dyn Fn(&(Features, Stored)) -> Option<NaiveDate>| {
-        kept.iter().map(|r| f(r)).collect::<Vec<Option<NaiveDate>>>()
+        kept.iter()
+            .map(|r| f(r))
+            .collect::<Vec<Option<NaiveDate>>>()
     };
     let first_day = days(&|(f, _)| f.first_day);
     let last_day = days(&|(f, _)| f.last_day);
     let category_day = days(&|(f, _)| f.category_day);
     let share_due = days(&|(f, _)| f.share_due);
     let due = days(&|(_, s)| s.due);
-    let gap: Vec<Option<f32>> = kept.iter().map(|(f, _)| f.typical_gap.map(|g| g as f32)).collect();
+    let gap: Vec<Option<f32>> = kept
+        .iter()
+        .map(|(f, _)| f.typical_gap.map(|g| g as f32))
+        .collect();
     // Postgres has no arrays of arrays of different lengths, so the segment sets travel as text ("{1,15}").
-    let segments: Vec<String> = kept.iter().map(|(_, s)| segment_literal(&s.segments)).collect();
+    let segments: Vec<String> = kept
+        .iter()
+        .map(|(_, s)| segment_literal(&s.segments))
+        .collect();
     sqlx::query(
         "INSERT INTO features (tenant_id, customer_id, frequency, monetary, first_day, last_day, purchase_days,
                                typical_gap, category_day, tenant_recent, all_recent, tenant_before, all_before,
@@ -238,7 +250,10 @@ pub async fn store_evaluations(
     for chunk in rows.chunks(100_000) {
         let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
         let rfm: Vec<i16> = chunk.iter().map(|(_, s)| s.rfm).collect();
-        let segments: Vec<String> = chunk.iter().map(|(_, s)| segment_literal(&s.segments)).collect();
+        let segments: Vec<String> = chunk
+            .iter()
+            .map(|(_, s)| segment_literal(&s.segments))
+            .collect();
         let due: Vec<Option<NaiveDate>> = chunk.iter().map(|(_, s)| s.due).collect();
         sqlx::query(
             "UPDATE features f SET rfm = i.rfm, segments = i.segments::int2[], due_date = i.due
@@ -267,7 +282,11 @@ pub async fn load_all(
     tenant: &str,
 ) -> Result<Vec<(Features, Stored)>, LoadError> {
     // The tenant id is validated ([a-z0-9-]) before it gets here; COPY takes no bind parameters.
-    debug_assert!(tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    debug_assert!(
+        tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    );
     let sql = format!(
         "COPY (SELECT customer_id, frequency, monetary, first_day, last_day, purchase_days, typical_gap,
                       category_day, tenant_recent, all_recent, tenant_before, all_before, share_due, rfm,
@@ -283,8 +302,14 @@ pub async fn load_all(
             Some(end) => end + 1,
             None => continue,
         };
-        for line in pending[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            rows.push(parse_line(line).ok_or_else(|| LoadError::Parse(String::from_utf8_lossy(line).into()))?);
+        for line in pending[..complete]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            rows.push(
+                parse_line(line)
+                    .ok_or_else(|| LoadError::Parse(String::from_utf8_lossy(line).into()))?,
+            );
         }
         pending.drain(..complete);
     }

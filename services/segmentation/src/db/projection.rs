@@ -47,11 +47,21 @@ pub async fn upsert_orders(
     let customers: Vec<i64> = orders.iter().map(|o| o.customer_id).collect();
     let times: Vec<DateTime<Utc>> = orders
         .iter()
-        .map(|o| o.place_time.as_ref().and_then(from_timestamp).unwrap_or(epoch))
+        .map(|o| {
+            o.place_time
+                .as_ref()
+                .and_then(from_timestamp)
+                .unwrap_or(epoch)
+        })
         .collect();
     let eligible: Vec<bool> = orders
         .iter()
-        .map(|o| matches!(o.status(), pb::OrderStatus::Paid | pb::OrderStatus::PartiallyPaid))
+        .map(|o| {
+            matches!(
+                o.status(),
+                pb::OrderStatus::Paid | pb::OrderStatus::PartiallyPaid
+            )
+        })
         .collect();
     let amounts: Vec<i64> = orders
         .iter()
@@ -94,7 +104,8 @@ pub async fn insert_transactions(
     tenant: &str,
     transactions: &[pb::TransactionChange],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let known: Vec<&pb::TransactionChange> = transactions.iter().filter(|t| t.customer_id != 0).collect();
+    let known: Vec<&pb::TransactionChange> =
+        transactions.iter().filter(|t| t.customer_id != 0).collect();
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
     let ids: Vec<&str> = known.iter().map(|t| t.transaction_id.as_str()).collect();
     let customers: Vec<i64> = known.iter().map(|t| t.customer_id).collect();
@@ -106,7 +117,12 @@ pub async fn insert_transactions(
         .collect();
     let times: Vec<DateTime<Utc>> = known
         .iter()
-        .map(|t| t.occur_time.as_ref().and_then(from_timestamp).unwrap_or(epoch))
+        .map(|t| {
+            t.occur_time
+                .as_ref()
+                .and_then(from_timestamp)
+                .unwrap_or(epoch)
+        })
         .collect();
     sqlx::query(
         "INSERT INTO transactions (tenant_id, transaction_id, customer_id, merchant_id, category, amount_minor,
@@ -155,7 +171,11 @@ pub async fn merge(
 }
 
 /// Deletes everything held about erased customers except their membership history, which the writer removes.
-pub async fn erase(conn: &mut PgConnection, tenant: &str, customers: &[i64]) -> Result<(), sqlx::Error> {
+pub async fn erase(
+    conn: &mut PgConnection,
+    tenant: &str,
+    customers: &[i64],
+) -> Result<(), sqlx::Error> {
     for table in ["orders", "transactions", "customers"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE tenant_id = $1 AND customer_id = ANY($2)"

@@ -49,21 +49,23 @@ pub async fn boundaries(
     .fetch_optional(&mut *conn)
     .await?;
     // A recompute that found nobody to score stores population 0: nobody is scored until the next one.
-    Ok(row.filter(|row| row.0 > 0).and_then(|(population, r, f, m, at)| {
-        let four_u32 = |v: Vec<i32>| -> Option<[u32; 4]> {
-            let v: Vec<u32> = v.into_iter().map(|x| x as u32).collect();
-            v.try_into().ok()
-        };
-        Some((
-            Boundaries {
-                population: population as usize,
-                recency: four_u32(r)?,
-                frequency: four_u32(f)?,
-                monetary: m.try_into().ok()?,
-            },
-            at,
-        ))
-    }))
+    Ok(row
+        .filter(|row| row.0 > 0)
+        .and_then(|(population, r, f, m, at)| {
+            let four_u32 = |v: Vec<i32>| -> Option<[u32; 4]> {
+                let v: Vec<u32> = v.into_iter().map(|x| x as u32).collect();
+                v.try_into().ok()
+            };
+            Some((
+                Boundaries {
+                    population: population as usize,
+                    recency: four_u32(r)?,
+                    frequency: four_u32(f)?,
+                    monetary: m.try_into().ok()?,
+                },
+                at,
+            ))
+        }))
 }
 
 pub async fn save_boundaries(

@@ -138,7 +138,11 @@ fn due(
         }
         if let Some(b) = boundaries {
             // The recency score steps down on the day the days since the last order reach a cut.
-            candidates.extend(b.recency.iter().map(|cut| last.checked_add_days(Days::new(u64::from(*cut)))));
+            candidates.extend(
+                b.recency
+                    .iter()
+                    .map(|cut| last.checked_add_days(Days::new(u64::from(*cut)))),
+            );
         }
     }
     if let Some(first) = features.first_day {
@@ -150,7 +154,11 @@ fn due(
         candidates.push(months_after(day, s.non_customer_months));
     }
     candidates.push(features.share_due);
-    candidates.into_iter().flatten().filter(|day| *day > today).min()
+    candidates
+        .into_iter()
+        .flatten()
+        .filter(|day| *day > today)
+        .min()
 }
 
 /// Why a customer is in `segment` on `today`, in plain words.
@@ -260,7 +268,11 @@ mod tests {
         assert_eq!(now.due, Some(day("2026-11-20")));
         let then = evaluate(&features, day("2026-11-20"), &settings, None);
         assert_eq!(then.lifecycle, Some(Lifecycle::Dormant));
-        assert_eq!(then.due, Some(day("2027-05-20")), "then non-customer or nothing");
+        assert_eq!(
+            then.due,
+            Some(day("2027-05-20")),
+            "then non-customer or nothing"
+        );
     }
 
     #[test]
@@ -308,7 +320,13 @@ mod tests {
         assert_eq!(e.due, Some(step));
         let later = evaluate(&features, step, &settings, Some(&boundaries));
         assert_eq!(later.rfm.map(|s| s.r), Some(4));
-        assert_eq!(exit_reason(5, &evaluate(&Features::default(), today, &settings, Some(&boundaries))), "no eligible order in the lookback window");
+        assert_eq!(
+            exit_reason(
+                5,
+                &evaluate(&Features::default(), today, &settings, Some(&boundaries))
+            ),
+            "no eligible order in the lookback window"
+        );
     }
 
     #[test]
@@ -322,6 +340,10 @@ mod tests {
         let e = evaluate(&features, day("2026-11-23"), &settings, None);
         assert_eq!(e.segments, vec![11]);
         assert_eq!(e.due, Some(day("2027-01-15")));
-        assert!(evaluate(&features, day("2027-01-15"), &settings, None).segments.is_empty());
+        assert!(
+            evaluate(&features, day("2027-01-15"), &settings, None)
+                .segments
+                .is_empty()
+        );
     }
 }

@@ -34,7 +34,12 @@ pub fn typical_gap(purchase_days: &[NaiveDate]) -> Option<f64> {
 }
 
 /// The rhythm of a customer whose typical gap is known, on `today`; `multiple` is the tenant's threshold.
-pub fn assess(typical_gap_days: f64, last_day: NaiveDate, today: NaiveDate, multiple: f64) -> Rhythm {
+pub fn assess(
+    typical_gap_days: f64,
+    last_day: NaiveDate,
+    today: NaiveDate,
+    multiple: f64,
+) -> Rhythm {
     let days_since_last = (today - last_day).num_days();
     Rhythm {
         typical_gap_days,

@@ -43,18 +43,90 @@ const fn def(
 
 /// Every built-in segment, in id order.
 pub const CATALOGUE: &[SegmentDef] = &[
-    def(1, "rfm-new", "New", Family::RfmGroup, "RFM cells the group mapping places in New"),
-    def(2, "rfm-about-to-sleep", "About to Sleep", Family::RfmGroup, "RFM cells the group mapping places in About to Sleep"),
-    def(3, "rfm-sleepers", "Sleepers", Family::RfmGroup, "RFM cells the group mapping places in Sleepers"),
-    def(4, "rfm-potential-loyal", "Potential Loyal", Family::RfmGroup, "RFM cells the group mapping places in Potential Loyal"),
-    def(5, "rfm-loyal", "Loyal", Family::RfmGroup, "RFM cells the group mapping places in Loyal"),
-    def(6, "rfm-loyal-at-risk", "Loyal at Risk", Family::RfmGroup, "RFM cells the group mapping places in Loyal at Risk"),
-    def(11, "lifecycle-non-customer", "Non-customer", Family::Lifecycle, "No eligible order for non_customer_months (or never), but category spend seen in market transactions in that time"),
-    def(12, "lifecycle-dormant", "Dormant", Family::Lifecycle, "Last eligible order dormant_months to non_customer_months ago"),
-    def(13, "lifecycle-declining", "Declining", Family::Lifecycle, "The tenant's share of the customer's category spend fell to declining_share_percent or less of the window before"),
-    def(14, "lifecycle-new", "New customer", Family::Lifecycle, "First eligible order less than new_days ago"),
-    def(15, "lifecycle-active", "Active", Family::Lifecycle, "Buying, and in no other lifecycle state"),
-    def(21, "rupture-overdue", "Overdue", Family::Rupture, "At least three purchase days, and the days since the last exceed rupture_multiple times the typical gap"),
+    def(
+        1,
+        "rfm-new",
+        "New",
+        Family::RfmGroup,
+        "RFM cells the group mapping places in New",
+    ),
+    def(
+        2,
+        "rfm-about-to-sleep",
+        "About to Sleep",
+        Family::RfmGroup,
+        "RFM cells the group mapping places in About to Sleep",
+    ),
+    def(
+        3,
+        "rfm-sleepers",
+        "Sleepers",
+        Family::RfmGroup,
+        "RFM cells the group mapping places in Sleepers",
+    ),
+    def(
+        4,
+        "rfm-potential-loyal",
+        "Potential Loyal",
+        Family::RfmGroup,
+        "RFM cells the group mapping places in Potential Loyal",
+    ),
+    def(
+        5,
+        "rfm-loyal",
+        "Loyal",
+        Family::RfmGroup,
+        "RFM cells the group mapping places in Loyal",
+    ),
+    def(
+        6,
+        "rfm-loyal-at-risk",
+        "Loyal at Risk",
+        Family::RfmGroup,
+        "RFM cells the group mapping places in Loyal at Risk",
+    ),
+    def(
+        11,
+        "lifecycle-non-customer",
+        "Non-customer",
+        Family::Lifecycle,
+        "No eligible order for non_customer_months (or never), but category spend seen in market transactions in that time",
+    ),
+    def(
+        12,
+        "lifecycle-dormant",
+        "Dormant",
+        Family::Lifecycle,
+        "Last eligible order dormant_months to non_customer_months ago",
+    ),
+    def(
+        13,
+        "lifecycle-declining",
+        "Declining",
+        Family::Lifecycle,
+        "The tenant's share of the customer's category spend fell to declining_share_percent or less of the window before",
+    ),
+    def(
+        14,
+        "lifecycle-new",
+        "New customer",
+        Family::Lifecycle,
+        "First eligible order less than new_days ago",
+    ),
+    def(
+        15,
+        "lifecycle-active",
+        "Active",
+        Family::Lifecycle,
+        "Buying, and in no other lifecycle state",
+    ),
+    def(
+        21,
+        "rupture-overdue",
+        "Overdue",
+        Family::Rupture,
+        "At least three purchase days, and the days since the last exceed rupture_multiple times the typical gap",
+    ),
 ];
 
 /// The segment with this id.
@@ -136,7 +208,10 @@ mod tests {
             Group::LoyalAtRisk,
         ] {
             assert_eq!(segment_group(group_segment(group)), Some(group));
-            assert_eq!(by_id(group_segment(group)).unwrap().family, Family::RfmGroup);
+            assert_eq!(
+                by_id(group_segment(group)).unwrap().family,
+                Family::RfmGroup
+            );
         }
     }
 }

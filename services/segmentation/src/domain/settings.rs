@@ -195,6 +195,9 @@ mod tests {
             fields,
             ["non_customer_months", "rupture_multiple", "group_rules"]
         );
-        assert!(errors[2].1.contains("no rule places the cells"), "{errors:?}");
+        assert!(
+            errors[2].1.contains("no rule places the cells"),
+            "{errors:?}"
+        );
     }
 }

@@ -1,0 +1,790 @@
+//! Segmentation end to end: orders ingested through the ingestion service move customers between segments, the
+//! segment.* events arrive, the history answers "as of" questions, and the Redis cache survives being lost.
+
+use std::time::Duration;
+
+use boomerang_proto::events::WatchEventsRequest;
+use boomerang_proto::ingestion as ipb;
+use boomerang_proto::ingestion::ingestion_service_client::IngestionServiceClient;
+use boomerang_proto::segmentation as pb;
+use boomerang_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
+use boomerang_service_kit::Platform;
+use boomerang_service_kit::time::to_timestamp;
+use boomerang_testkit::{TestDb, TestRedis, TestServer, authed, eventually};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Ingestion and segmentation as two servers (two Deployments), segmentation consuming ingestion's events.
+struct Env {
+    _db: TestDb,
+    _redis: TestRedis,
+    redis_prefix: String,
+    ingestion: TestServer,
+    segmentation: TestServer,
+    segmentation_pool: sqlx::PgPool,
+}
+
+async fn start(redis_url: Option<&str>) -> Env {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new();
+    let platform = boomerang_testkit::platform(&db, &redis);
+    boomerang_ingestion::migrate(&boomerang_ingestion::pool(&platform).unwrap())
+        .await
+        .unwrap();
+    let ingestion_config: boomerang_ingestion::config::Section =
+        boomerang_service_kit::config::load(&[boomerang_ingestion::DEFAULTS], None).unwrap();
+    let ingestion = TestServer::start(
+        &platform,
+        vec![boomerang_ingestion::build(&platform, &ingestion_config.ingestion).unwrap()],
+    )
+    .await;
+
+    let mut kit = boomerang_testkit::kit_config(&db, &redis);
+    if let Some(url) = redis_url {
+        kit.redis.url = url.to_owned();
+    }
+    let seg_platform = Platform::new(kit, boomerang_service_kit::Shutdown::new()).unwrap();
+    let segmentation_pool = boomerang_segmentation::pool(&seg_platform).unwrap();
+    boomerang_segmentation::migrate(&segmentation_pool)
+        .await
+        .unwrap();
+    let mut config = section();
+    config.ingestion_url = format!("http://{}", ingestion.addr());
+    config.tick_ms = 200;
+    let segmentation = TestServer::start(
+        &seg_platform,
+        vec![boomerang_segmentation::build(&seg_platform, &config).unwrap()],
+    )
+    .await;
+    Env {
+        redis_prefix: redis.prefix().to_owned(),
+        _db: db,
+        _redis: redis,
+        ingestion,
+        segmentation,
+        segmentation_pool,
+    }
+}
+
+fn section() -> boomerang_segmentation::SegmentationConfig {
+    #[derive(serde::Deserialize)]
+    struct Section {
+        segmentation: boomerang_segmentation::SegmentationConfig,
+    }
+    let section: Section =
+        boomerang_service_kit::config::load(&[boomerang_segmentation::DEFAULTS], None).unwrap();
+    section.segmentation
+}
+
+impl Env {
+    fn writer_token(&self, tenant: &str) -> String {
+        self.ingestion.token(&[tenant], &["ingestion.*"])
+    }
+
+    fn reader_token(&self, tenant: &str) -> String {
+        self.segmentation
+            .token(&[tenant], &["segmentation.*", "events.watch"])
+    }
+
+    fn ingest(&self) -> IngestionServiceClient<Channel> {
+        IngestionServiceClient::new(self.ingestion.channel())
+    }
+
+    fn segments(&self) -> SegmentationServiceClient<Channel> {
+        SegmentationServiceClient::new(self.segmentation.channel())
+    }
+
+    /// Orders of customers known by their external id: (order id, external id, days ago, amount, status).
+    async fn orders(&self, tenant: &str, orders: &[(&str, &str, i64, i64, ipb::OrderStatus)]) {
+        let orders = orders
+            .iter()
+            .map(|(id, customer, days_ago, amount, status)| ipb::Order {
+                order_id: (*id).into(),
+                customer: Some(ipb::Identifier {
+                    kind: ipb::IdentifierKind::External as i32,
+                    value: (*customer).into(),
+                    namespace: String::new(),
+                }),
+                channel: ipb::Channel::Web as i32,
+                place_time: Some(to_timestamp(Utc::now() - chrono::Duration::days(*days_ago))),
+                status: *status as i32,
+                amount: Some(ipb::Money {
+                    currency_code: "EUR".into(),
+                    minor_units: *amount,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let response = self
+            .ingest()
+            .ingest_orders(authed(
+                &self.writer_token(tenant),
+                ipb::IngestOrdersRequest {
+                    parent: format!("tenants/{tenant}"),
+                    orders,
+                    mode: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.summary.unwrap().invalid, 0);
+    }
+
+    async fn customer(&self, tenant: &str, external: &str) -> String {
+        self.ingest()
+            .lookup_customer(authed(
+                &self.writer_token(tenant),
+                ipb::LookupCustomerRequest {
+                    parent: format!("tenants/{tenant}"),
+                    identifier: Some(ipb::Identifier {
+                        kind: ipb::IdentifierKind::External as i32,
+                        value: external.into(),
+                        namespace: String::new(),
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .name
+    }
+
+    async fn segments_of(&self, tenant: &str, customer: &str) -> (Vec<String>, String) {
+        let response = self
+            .segments()
+            .get_customer_segments(authed(
+                &self.reader_token(tenant),
+                pb::GetCustomerSegmentsRequest {
+                    customer: customer.into(),
+                    as_of_time: None,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let slugs = response
+            .segments
+            .iter()
+            .map(|s| s.rsplit('/').next().unwrap().to_owned())
+            .collect();
+        (slugs, response.source)
+    }
+
+    /// Waits until the customer's segments, read from the cache, satisfy `check`.
+    async fn wait_for(
+        &self,
+        tenant: &str,
+        customer: &str,
+        what: &str,
+        check: impl Fn(&[String]) -> bool,
+    ) {
+        eventually(WAIT, what, || async {
+            let (segments, source) = self.segments_of(tenant, customer).await;
+            (source == "cache" && check(&segments)).then_some(())
+        })
+        .await;
+    }
+
+    async fn members(
+        &self,
+        tenant: &str,
+        segment: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Vec<String> {
+        self.segments()
+            .list_segment_members(authed(
+                &self.reader_token(tenant),
+                pb::ListSegmentMembersRequest {
+                    segment: format!("tenants/{tenant}/segments/{segment}"),
+                    as_of_time: as_of.map(to_timestamp),
+                    page_size: 0,
+                    page_token: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .into_iter()
+            .map(|m| m.external_id)
+            .collect()
+    }
+
+    async fn explain(&self, tenant: &str, customer: &str) -> pb::ExplainCustomerResponse {
+        self.segments()
+            .explain_customer(authed(
+                &self.reader_token(tenant),
+                pb::ExplainCustomerRequest {
+                    customer: customer.into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+fn has(segments: &[String], slug: &str) -> bool {
+    segments.iter().any(|s| s == slug)
+}
+
+use ipb::OrderStatus::{Paid, Refunded};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_move_customers_between_segments_and_the_events_and_history_follow() {
+    let env = start(None).await;
+    // Ann buys every month; Bob bought once eight months ago; Cat bought for the first time ten days ago.
+    let mut orders: Vec<(String, &str, i64, i64, ipb::OrderStatus)> = (0..7)
+        .map(|i| (format!("ANN-{i}"), "ANN", 200 - 30 * i, 1_000, Paid))
+        .collect();
+    orders.push(("BOB-1".into(), "BOB", 250, 1_000, Paid));
+    orders.push(("CAT-1".into(), "CAT", 10, 1_000, Paid));
+    let rows: Vec<_> = orders
+        .iter()
+        .map(|(id, c, d, a, s)| (id.as_str(), *c, *d, *a, *s))
+        .collect();
+    env.orders("acme", &rows).await;
+    let (ann, bob, cat) = (
+        env.customer("acme", "ANN").await,
+        env.customer("acme", "BOB").await,
+        env.customer("acme", "CAT").await,
+    );
+    env.wait_for("acme", &bob, "Bob dormant", |s| has(s, "lifecycle-dormant"))
+        .await;
+    env.wait_for("acme", &cat, "Cat new", |s| has(s, "lifecycle-new"))
+        .await;
+    // RFM among three: Ann has the most orders and money but two customers bought more recently than... only Cat.
+    // Recency: Cat 10 days (2 worse: R4), Ann 20 days (1 worse: R2), Bob (R1). Frequency and money: Ann 4, others 1.
+    env.wait_for("acme", &ann, "Ann scored", |s| has(s, "rfm-loyal-at-risk"))
+        .await;
+    assert_eq!(env.explain("acme", &ann).await.features.unwrap().rfm, 244);
+    let t1 = Utc::now();
+
+    let mut events = env
+        .segments()
+        .watch_events(authed(
+            &env.reader_token("acme"),
+            WatchEventsRequest {
+                after_position: 0,
+                tenants: vec!["acme".into()],
+                type_prefixes: vec![],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Bob comes back: no longer dormant.
+    env.orders("acme", &[("BOB-2", "BOB", 1, 3_000, Paid)])
+        .await;
+    env.wait_for("acme", &bob, "Bob active", |s| {
+        has(s, "lifecycle-active") && !has(s, "lifecycle-dormant")
+    })
+    .await;
+    let t2 = Utc::now();
+    // The refund takes his return back.
+    env.orders("acme", &[("BOB-2", "BOB", 1, 3_000, Refunded)])
+        .await;
+    env.wait_for("acme", &bob, "Bob dormant again", |s| {
+        has(s, "lifecycle-dormant")
+    })
+    .await;
+
+    let bob_id: i64 = bob.rsplit('/').next().unwrap().parse().unwrap();
+    let mut seen = Vec::new();
+    while !seen.contains(&("segment.exited".to_owned(), "lifecycle-active".to_owned())) {
+        let chunk = tokio::time::timeout(WAIT, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        for event in chunk.events {
+            let payload: pb::SegmentMembershipsChanged = event.payload.unwrap().to_msg().unwrap();
+            for change in payload.changes.iter().filter(|c| c.customer_id == bob_id) {
+                seen.push((event.r#type.clone(), change.segment.clone()));
+            }
+        }
+    }
+    for expected in [
+        ("segment.entered", "lifecycle-dormant"),
+        ("segment.exited", "lifecycle-dormant"),
+        ("segment.entered", "lifecycle-active"),
+        ("segment.exited", "lifecycle-active"),
+    ] {
+        assert!(
+            seen.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} in {seen:?}"
+        );
+    }
+
+    // The history answers as-of questions and says why.
+    assert!(
+        env.members("acme", "lifecycle-dormant", Some(t1))
+            .await
+            .contains(&"BOB".to_owned())
+    );
+    assert!(
+        !env.members("acme", "lifecycle-dormant", Some(t2))
+            .await
+            .contains(&"BOB".to_owned())
+    );
+    assert_eq!(
+        env.members("acme", "lifecycle-active", Some(t2)).await,
+        ["ANN", "BOB"]
+    );
+    assert_eq!(env.members("acme", "lifecycle-new", None).await, ["CAT"]);
+    let history = env.explain("acme", &bob).await.history;
+    let dormant_stay = history
+        .iter()
+        .find(|h| h.segment.ends_with("/lifecycle-dormant") && h.exit_time.is_some())
+        .unwrap();
+    assert_eq!(dormant_stay.exit_reason, "moved to lifecycle-active");
+    assert!(
+        dormant_stay
+            .enter_reason
+            .starts_with("last order 250 days ago"),
+        "{}",
+        dormant_stay.enter_reason
+    );
+
+    let matrix = env
+        .segments()
+        .get_transition_matrix(authed(
+            &env.reader_token("acme"),
+            pb::GetTransitionMatrixRequest {
+                parent: "tenants/acme".into(),
+                family: pb::SegmentFamily::Lifecycle as i32,
+                from_time: Some(to_timestamp(t1)),
+                to_time: Some(to_timestamp(t2)),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let moved: Vec<(String, String, i64)> = matrix
+        .transitions
+        .into_iter()
+        .map(|t| {
+            let slug = |s: &str| s.rsplit('/').next().unwrap_or_default().to_owned();
+            (slug(&t.from_segment), slug(&t.to_segment), t.customers)
+        })
+        .collect();
+    assert!(
+        moved.contains(&("lifecycle-dormant".into(), "lifecycle-active".into(), 1)),
+        "{moved:?}"
+    );
+    assert!(
+        moved.contains(&("lifecycle-active".into(), "lifecycle-active".into(), 1)),
+        "{moved:?}"
+    );
+
+    // The exports for an email tool: RFM as the definition scores it today, and a segment's members.
+    let mut csv = Vec::new();
+    let today = Utc::now().date_naive();
+    boomerang_segmentation::export::rfm(&env.segmentation_pool, "acme", today, &mut csv)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(csv).unwrap(),
+        "customer_id,recency_days,frequency,monetary,r,f,m,rfm,group\n\
+         ANN,20,7,7000,2,4,4,244,Loyal at Risk\n\
+         BOB,250,1,1000,1,1,1,111,Sleepers\n\
+         CAT,10,1,1000,4,1,1,411,New\n"
+    );
+    let mut csv = Vec::new();
+    boomerang_segmentation::export::members(
+        &env.segmentation_pool,
+        "acme",
+        "lifecycle-dormant",
+        None,
+        &mut csv,
+    )
+    .await
+    .unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "customer_id,segment,enter_time,reason");
+    assert!(lines[1].starts_with("BOB,lifecycle-dormant,"), "{csv}");
+    assert!(
+        lines[1].ends_with(",last order 250 days ago (dormant after 6 months)"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 2);
+
+    // Erasure takes the customer out of every segment and deletes its history.
+    env.ingest()
+        .erase_customer(authed(
+            &env.writer_token("acme"),
+            ipb::EraseCustomerRequest { name: cat.clone() },
+        ))
+        .await
+        .unwrap();
+    env.wait_for("acme", &cat, "Cat erased", |s| s.is_empty())
+        .await;
+    assert!(env.explain("acme", &cat).await.history.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cache_falls_back_to_postgres_and_is_rebuilt() {
+    let env = start(None).await;
+    env.orders(
+        "acme",
+        &[
+            ("D-1", "DAN", 30, 500, Paid),
+            ("E-1", "EVE", 400, 500, Paid),
+        ],
+    )
+    .await;
+    let dan = env.customer("acme", "DAN").await;
+    env.wait_for("acme", &dan, "Dan scored", |s| {
+        has(s, "lifecycle-new") && s.len() == 2
+    })
+    .await;
+    let (expected, _) = env.segments_of("acme", &dan).await;
+
+    // Redis loses everything of the tenant (a flush, an eviction, a failover to an empty replica).
+    let client = redis::Client::open(boomerang_testkit::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", env.redis_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(keys.iter().any(|k| k.ends_with(":ready")), "{keys:?}");
+    redis::cmd("DEL")
+        .arg(&keys)
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+
+    // The answer stays right: from Postgres at once, from the rebuilt cache soon after.
+    let (segments, source) = env.segments_of("acme", &dan).await;
+    assert_eq!(segments, expected);
+    assert_eq!(source, "postgres");
+    env.wait_for("acme", &dan, "the cache to be rebuilt", |s| {
+        s == expected.as_slice()
+    })
+    .await;
+
+    // A half-built cache is never served: with the marker missing, members in the cache do not count.
+    let ready: String = keys.iter().find(|k| k.ends_with(":ready")).unwrap().clone();
+    redis::cmd("DEL")
+        .arg(&ready)
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    let (_, source) = env.segments_of("acme", &dan).await;
+    assert_eq!(source, "postgres");
+
+    // With Redis unreachable, a second segmentation deployment still answers from Postgres.
+    let down = start(Some("redis://127.0.0.1:1")).await;
+    down.orders("acme", &[("F-1", "FAY", 3, 700, Paid)]).await;
+    let fay = down.customer("acme", "FAY").await;
+    let segments = eventually(WAIT, "Fay to be segmented", || async {
+        let (segments, source) = down.segments_of("acme", &fay).await;
+        assert_eq!(source, "postgres");
+        // Alone in her tenant, Fay is both best and worst on every dimension: RFM 111, a Sleeper.
+        (segments.len() == 2).then_some(segments)
+    })
+    .await;
+    assert_eq!(segments, ["lifecycle-new", "rfm-sleepers"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_never_see_each_other() {
+    let env = start(None).await;
+    env.orders("acme", &[("A-1", "SAME", 5, 100, Paid)]).await;
+    env.orders("globex", &[("G-1", "SAME", 300, 100, Paid)])
+        .await;
+    let acme = env.customer("acme", "SAME").await;
+    let globex = env.customer("globex", "SAME").await;
+    env.wait_for("acme", &acme, "acme's customer", |s| {
+        has(s, "lifecycle-new")
+    })
+    .await;
+    env.wait_for("globex", &globex, "globex's customer", |s| {
+        has(s, "lifecycle-dormant")
+    })
+    .await;
+    assert_eq!(env.members("acme", "lifecycle-new", None).await, ["SAME"]);
+    assert!(
+        env.members("acme", "lifecycle-dormant", None)
+            .await
+            .is_empty()
+    );
+    assert!(
+        env.members("globex", "lifecycle-new", None)
+            .await
+            .is_empty()
+    );
+
+    // A globex token cannot read acme's customer or segments; the refusal does not depend on existence.
+    let token = env.reader_token("globex");
+    for customer in [acme.clone(), "tenants/acme/customers/999999".into()] {
+        let err = env
+            .segments()
+            .get_customer_segments(authed(
+                &token,
+                pb::GetCustomerSegmentsRequest {
+                    customer,
+                    as_of_time: None,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+    let err = env
+        .segments()
+        .recompute(authed(
+            &token,
+            pb::RecomputeRequest {
+                parent: "tenants/acme".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // Mixing tenants in one request is refused.
+    let err = env
+        .segments()
+        .is_member(authed(
+            &env.segmentation.token(&["*"], &["segmentation.read"]),
+            pb::IsMemberRequest {
+                segment: "tenants/globex/segments/lifecycle-new".into(),
+                customer: acme.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_alone_moves_a_customer_through_its_due_date() {
+    let env = start(None).await;
+    // The last order is one day short of six months old: active today, dormant tomorrow.
+    let six_months_ago = Utc::now().date_naive() - chrono::Months::new(6);
+    let days = (Utc::now().date_naive() - six_months_ago).num_days() - 1;
+    env.orders("acme", &[("G-1", "GUS", days, 100, Paid)]).await;
+    let gus = env.customer("acme", "GUS").await;
+    env.wait_for("acme", &gus, "Gus active", |s| has(s, "lifecycle-active"))
+        .await;
+    let due = env.explain("acme", &gus).await.next_change_time.unwrap();
+    let tomorrow = Utc::now()
+        .date_naive()
+        .succ_opt()
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    assert_eq!(due, to_timestamp(tomorrow), "due the day it turns dormant");
+
+    // A day passes for Gus (his order and his due date move one day back) with no new event: the due sweep alone
+    // moves him.
+    sqlx::raw_sql(
+        "UPDATE orders SET place_time = place_time - interval '1 day' WHERE order_id = 'G-1';
+         UPDATE features SET due_date = due_date - 1",
+    )
+    .execute(&env.segmentation_pool)
+    .await
+    .unwrap();
+    env.wait_for("acme", &gus, "Gus dormant", |s| has(s, "lifecycle-dormant"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_name_the_fields() {
+    let env = start(None).await;
+    let token = env.reader_token("acme");
+    let fields = |status: tonic::Status| -> Vec<String> {
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        status
+            .get_details_bad_request()
+            .expect("field violations")
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect()
+    };
+    let err = env
+        .segments()
+        .get_customer_segments(authed(
+            &token,
+            pb::GetCustomerSegmentsRequest {
+                customer: "tenants/acme/customers/x".into(),
+                as_of_time: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(err), ["customer"]);
+    let err = env
+        .segments()
+        .list_segment_members(authed(
+            &token,
+            pb::ListSegmentMembersRequest {
+                segment: "tenants/acme/segments/lifecycle-new".into(),
+                as_of_time: None,
+                page_size: -1,
+                page_token: "x".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(err), ["page_size", "page_token"]);
+    let err = env
+        .segments()
+        .list_segment_members(authed(
+            &token,
+            pb::ListSegmentMembersRequest {
+                segment: "tenants/acme/segments/vip".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(err), ["segment"]);
+
+    let mut settings = env
+        .segments()
+        .get_settings(authed(
+            &token,
+            pb::GetSettingsRequest {
+                parent: "tenants/acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(settings.dormant_months, 6);
+    settings.dormant_months = 13;
+    settings.group_rules.pop();
+    let err = env
+        .segments()
+        .update_settings(authed(
+            &token,
+            pb::UpdateSettingsRequest {
+                settings: Some(settings.clone()),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fields(err),
+        ["settings.non_customer_months", "settings.group_rules"]
+    );
+    let stored = env
+        .segments()
+        .get_settings(authed(
+            &token,
+            pb::GetSettingsRequest {
+                parent: "tenants/acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.dormant_months, 6, "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_pages() {
+    let env = start(None).await;
+    let orders: Vec<(String, String)> = (0..25)
+        .map(|i| (format!("P-{i}"), format!("P{i:02}")))
+        .collect();
+    let rows: Vec<_> = orders
+        .iter()
+        .map(|(o, c)| (o.as_str(), c.as_str(), 3, 100, Paid))
+        .collect();
+    env.orders("acme", &rows).await;
+    let last = env.customer("acme", "P24").await;
+    env.wait_for("acme", &last, "the last customer", |s| {
+        has(s, "lifecycle-new")
+    })
+    .await;
+    let token = env.reader_token("acme");
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = env
+            .segments()
+            .list_segment_members(authed(
+                &token,
+                pb::ListSegmentMembersRequest {
+                    segment: "tenants/acme/segments/lifecycle-new".into(),
+                    as_of_time: None,
+                    page_size: 10,
+                    page_token,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.members.into_iter().map(|m| m.external_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    all.sort();
+    assert_eq!(
+        all,
+        orders.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>()
+    );
+
+    // A tenant that treats customers as new for only a day: the change applies to everyone at once.
+    let mut settings = env
+        .segments()
+        .get_settings(authed(
+            &token,
+            pb::GetSettingsRequest {
+                parent: "tenants/acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    settings.new_days = 1;
+    env.segments()
+        .update_settings(authed(
+            &token,
+            pb::UpdateSettingsRequest {
+                settings: Some(settings),
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(env.members("acme", "lifecycle-new", None).await.is_empty());
+    assert_eq!(
+        env.members("acme", "lifecycle-active", None).await.len(),
+        25
+    );
+    env.wait_for("acme", &last, "the cache to follow", |s| {
+        has(s, "lifecycle-active")
+    })
+    .await;
+    let sizes = env
+        .segments()
+        .list_segments(authed(
+            &token,
+            pb::ListSegmentsRequest {
+                parent: "tenants/acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let active = sizes
+        .segments
+        .iter()
+        .find(|s| s.name.ends_with("/lifecycle-active"))
+        .unwrap();
+    assert_eq!(active.member_count, 25);
+}

@@ -1,0 +1,129 @@
+//! CSV exports for the hand-off to an email tool: RFM scores as of a date, and a segment's members as of a time.
+//! They read segmentation's own tables directly (an operator command, like migrate), in one snapshot.
+
+use std::io::Write;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::PgPool;
+
+use crate::db::{memberships, settings};
+use crate::domain::rfm::{RfmValues, score_all};
+use crate::domain::segments;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("writing the CSV: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("unknown segment {0:?}; the built-in ones are {1}")]
+    UnknownSegment(String, String),
+}
+
+/// Writes `customer_id,recency_days,frequency,monetary,r,f,m,rfm,group` for every customer with an eligible order,
+/// scored exactly as the definition says over the population as of the end of `as_of` (UTC). customer_id is the
+/// retailer's own id where known, else Boomerang's.
+pub async fn rfm(
+    pool: &PgPool,
+    tenant: &str,
+    as_of: NaiveDate,
+    out: impl Write,
+) -> Result<usize, ExportError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let effective = settings::load(&mut tx, tenant).await?;
+    let rows: Vec<(String, i32, i64, i64)> = sqlx::query_as(
+        "SELECT coalesce(c.external_id, o.customer_id::text), ($3::date - max(d.day))::int4, count(*), sum(o.amount_minor)::int8
+         FROM orders o
+         CROSS JOIN LATERAL (SELECT (o.place_time AT TIME ZONE 'UTC')::date AS day) d
+         LEFT JOIN customers c ON c.tenant_id = o.tenant_id AND c.customer_id = o.customer_id
+         WHERE o.tenant_id = $1 AND o.eligible
+           AND d.day > ($3::date - make_interval(years => $2))::date AND d.day <= $3::date
+         GROUP BY o.customer_id, c.external_id
+         ORDER BY 1",
+    )
+    .bind(tenant)
+    .bind(effective.settings.lookback_years as i32)
+    .bind(as_of)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let values: Vec<RfmValues> = rows
+        .iter()
+        .map(|(_, recency, frequency, monetary)| RfmValues {
+            recency_days: *recency as u32,
+            frequency: *frequency as u32,
+            monetary: *monetary,
+        })
+        .collect();
+    let scores = score_all(&values);
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record([
+        "customer_id",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "r",
+        "f",
+        "m",
+        "rfm",
+        "group",
+    ])?;
+    for ((row, value), score) in rows.iter().zip(&values).zip(&scores) {
+        let group = segments::by_id(segments::group_segment(effective.mapping.group(*score)))
+            .map_or("", |def| def.display_name);
+        writer.write_record([
+            row.0.clone(),
+            value.recency_days.to_string(),
+            value.frequency.to_string(),
+            value.monetary.to_string(),
+            score.r.to_string(),
+            score.f.to_string(),
+            score.m.to_string(),
+            score.code().to_string(),
+            group.to_owned(),
+        ])?;
+    }
+    writer.flush().map_err(csv::Error::from)?;
+    Ok(rows.len())
+}
+
+/// Writes `customer_id,segment,enter_time,reason` for the members of `segment` at `as_of` (now when `None`).
+pub async fn members(
+    pool: &PgPool,
+    tenant: &str,
+    segment: &str,
+    as_of: Option<DateTime<Utc>>,
+    out: impl Write,
+) -> Result<usize, ExportError> {
+    let def = segments::by_slug(segment).ok_or_else(|| {
+        let all: Vec<&str> = segments::CATALOGUE.iter().map(|d| d.slug).collect();
+        ExportError::UnknownSegment(segment.to_owned(), all.join(", "))
+    })?;
+    let mut conn = pool.acquire().await?;
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(["customer_id", "segment", "enter_time", "reason"])?;
+    let mut after = 0;
+    let mut written = 0;
+    loop {
+        let page = memberships::members(&mut conn, tenant, def.id, as_of, after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.customer_id;
+        for member in &page {
+            writer.write_record([
+                member
+                    .external_id
+                    .clone()
+                    .unwrap_or_else(|| member.customer_id.to_string()),
+                def.slug.to_owned(),
+                member.enter_time.to_rfc3339(),
+                member.enter_reason.clone(),
+            ])?;
+        }
+        written += page.len();
+    }
+    writer.flush().map_err(csv::Error::from)?;
+    Ok(written)
+}
