@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let pool = boomerang_service_kit::db::pool(&postgres, boomerang_ingestion::SCHEMA)?;
     boomerang_ingestion::migrate(&pool).await?;
-    let server = Server::start(db.url(), "ingestion", pool_size).await?;
+    let server = Server::start(db.url(), "ingestion", pool_size, &[]).await?;
     let keys = TokenKeys::from_secret(TEST_SECRET.as_bytes())?;
     let token = keys.mint(
         "bench",

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
 mod ingest;
+mod recompute;
 mod report;
 mod server;
 
@@ -19,11 +20,14 @@ struct Cli {
 enum Bench {
     /// Ingest a synthetic retailer through the gRPC API, against a raw COPY of the same rows.
     Ingest(ingest::Args),
+    /// Full recompute of a synthetic tenant's segments, against the RFM one SQL query computes.
+    Recompute(recompute::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Ingest(args) => ingest::run(args).await,
+        Bench::Recompute(args) => recompute::run(args).await,
     }
 }

@@ -21,7 +21,12 @@ pub struct Server {
 impl Server {
     /// Starts `boomerang serve --services <services>` against `database_url` and waits until it is ready. The binary
     /// is the one built beside this benchmark (`cargo build --release -p boomerang -p boomerang-bench`).
-    pub async fn start(database_url: &str, services: &str, pool_size: u32) -> anyhow::Result<Self> {
+    pub async fn start(
+        database_url: &str,
+        services: &str,
+        pool_size: u32,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let binary: PathBuf = std::env::current_exe()?
             .parent()
             .context("benchmark binary has a directory")?
@@ -42,6 +47,7 @@ impl Server {
             .env("BOOMERANG_SERVER__LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("BOOMERANG_SERVER__SHUTDOWN_DELAY_MS", "0")
             .env("BOOMERANG_TELEMETRY__LOG_LEVEL", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
@@ -74,6 +80,12 @@ impl Server {
     /// Peak resident memory of the server process so far, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         crate::report::peak_rss_mib_of(&format!("/proc/{}/status", self.child.id()))
+    }
+
+    /// Resets the peak resident memory to the current one, so the next figure covers only what follows.
+    pub fn reset_peak_rss(&self) -> anyhow::Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")?;
+        Ok(())
     }
 
     /// Stops the server the way Kubernetes would (SIGTERM) and waits for it.

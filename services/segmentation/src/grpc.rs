@@ -216,6 +216,19 @@ fn settings_from(p: &pb::Settings) -> Settings {
 }
 
 impl SegmentationApi {
+    /// Runs a recompute in a task of its own: a caller that gives up (or the request timeout) does not abort it
+    /// halfway and waste the work; it still commits.
+    async fn recompute_detached(
+        &self,
+        tenant: TenantId,
+    ) -> Result<crate::writer::RecomputeStats, Status> {
+        let writer = self.writer.clone();
+        tokio::spawn(async move { writer.recompute_now(&tenant).await })
+            .await
+            .map_err(|err| ApiError::from(RecomputeError::Evaluation(err.to_string())))?
+            .map_err(|err| ApiError::from(err).into())
+    }
+
     /// Current segments of a customer: from the cache when it is complete, else from Postgres (and the cache is
     /// rebuilt).
     async fn current_segments(
@@ -614,17 +627,17 @@ impl SegmentationService for SegmentationApi {
         let caller = caller(&request)?;
         let tenant = tenant_of(caller, "parent", &request.get_ref().parent, WRITE)?;
         let started = std::time::Instant::now();
-        let stats = self
-            .writer
-            .recompute_now(&tenant)
-            .await
-            .map_err(ApiError::from)?;
+        let stats = self.recompute_detached(tenant).await?;
         Ok(Response::new(pb::RecomputeResponse {
             scored_customers: stats.scored as i64,
             customers_evaluated: stats.evaluated as i64,
             memberships_entered: stats.entered as i64,
             memberships_exited: stats.exited as i64,
             duration_ms: started.elapsed().as_millis() as i64,
+            load_ms: stats.load.as_millis() as i64,
+            evaluate_ms: stats.evaluate.as_millis() as i64,
+            write_ms: stats.write.as_millis() as i64,
+            cache_ms: stats.cache.as_millis() as i64,
         }))
     }
 
@@ -669,10 +682,7 @@ impl SegmentationService for SegmentationApi {
             .await
             .map_err(db)?;
         drop(conn);
-        self.writer
-            .recompute_now(&tenant)
-            .await
-            .map_err(ApiError::from)?;
+        self.recompute_detached(tenant.clone()).await?;
         Ok(Response::new(settings_proto(&tenant, &effective.settings)))
     }
 

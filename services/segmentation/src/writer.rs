@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use boomerang_auth::TenantId;
 use boomerang_events::Outbox;
@@ -46,6 +47,14 @@ pub struct RecomputeStats {
     pub evaluated: usize,
     pub entered: usize,
     pub exited: usize,
+    /// Reading every customer's features.
+    pub load: Duration,
+    /// Boundaries and every customer's evaluation.
+    pub evaluate: Duration,
+    /// Writing the diff (evaluations, history, events, boundaries) and committing.
+    pub write: Duration,
+    /// Writing the diff to the cache.
+    pub cache: Duration,
 }
 
 #[derive(Clone)]
@@ -184,37 +193,30 @@ impl Writer {
         let version = bump_version(conn, tenant.as_str()).await?;
         let today = now.date_naive();
         let settings = settings::load(conn, tenant.as_str()).await?;
+        let started = Instant::now();
         let all = features::load_all(conn, tenant.as_str()).await?;
-        let population: Vec<RfmValues> = all
-            .iter()
-            .filter_map(|(f, _)| f.rfm_values(today))
-            .collect();
-        let boundaries = Boundaries::of(&population);
-        let mut changes = Vec::new();
-        let mut updates = Vec::new();
-        for (features, before) in &all {
-            let evaluation = evaluate::evaluate(features, today, &settings, boundaries.as_ref());
-            let after = Stored::of(&evaluation);
-            if after != *before {
-                diff(
-                    features,
-                    &before.segments,
-                    &evaluation,
-                    today,
-                    &settings,
-                    &mut changes,
-                );
-                updates.push((features.customer_id, after));
-            }
-        }
-        features::store_evaluations(conn, tenant.as_str(), &updates).await?;
+        let load = started.elapsed();
+        let started = Instant::now();
+        // Scoring a million customers is CPU work: off the async workers, split over the cores.
+        let evaluated = tokio::task::spawn_blocking(move || evaluate_all(&all, today, &settings))
+            .await
+            .map_err(|err| RecomputeError::Evaluation(err.to_string()))?;
+        let evaluate = started.elapsed();
+        let started = Instant::now();
+        features::store_evaluations(conn, tenant.as_str(), &evaluated.updates).await?;
+        let changes = evaluated.changes;
         memberships::record(conn, &self.outbox, tenant, &changes, now).await?;
-        settings::save_boundaries(conn, tenant.as_str(), boundaries.as_ref(), now).await?;
+        settings::save_boundaries(conn, tenant.as_str(), evaluated.boundaries.as_ref(), now)
+            .await?;
         let stats = RecomputeStats {
-            scored: population.len(),
-            evaluated: all.len(),
+            scored: evaluated.scored,
+            evaluated: evaluated.evaluated,
             entered: changes.iter().filter(|c| c.entered).count(),
             exited: changes.iter().filter(|c| !c.entered).count(),
+            load,
+            evaluate,
+            write: started.elapsed(),
+            cache: Duration::ZERO,
         };
         Ok((
             Pending {
@@ -248,9 +250,13 @@ impl Writer {
     pub async fn recompute_now(&self, tenant: &TenantId) -> Result<RecomputeStats, RecomputeError> {
         let lock = self.lock(tenant.as_str()).await;
         let mut tx = self.pool.begin().await?;
-        let (pending, stats) = self.recompute(&mut tx, lock, tenant, Utc::now()).await?;
+        let (pending, mut stats) = self.recompute(&mut tx, lock, tenant, Utc::now()).await?;
+        let started = Instant::now();
         tx.commit().await?;
+        stats.write += started.elapsed();
+        let started = Instant::now();
         self.publish(pending).await;
+        stats.cache = started.elapsed();
         Ok(stats)
     }
 
@@ -312,6 +318,8 @@ pub enum RecomputeError {
     Database(#[from] sqlx::Error),
     #[error("{0}")]
     Load(#[from] features::LoadError),
+    #[error("evaluation failed: {0}")]
+    Evaluation(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -378,6 +386,75 @@ async fn remove(
             })
         })
         .collect())
+}
+
+/// The outcome of evaluating a whole tenant.
+struct Evaluated {
+    boundaries: Option<Boundaries>,
+    scored: usize,
+    evaluated: usize,
+    changes: Vec<Change>,
+    updates: Vec<(i64, Stored)>,
+}
+
+/// One thread's share of a recompute: its changes and the new evaluations to store.
+type PartDiff = (Vec<Change>, Vec<(i64, Stored)>);
+
+/// Takes the boundaries from the population and evaluates every customer, in parallel over the cores.
+fn evaluate_all(all: &[(Features, Stored)], today: NaiveDate, settings: &Effective) -> Evaluated {
+    let population: Vec<RfmValues> = all
+        .iter()
+        .filter_map(|(f, _)| f.rfm_values(today))
+        .collect();
+    let boundaries = Boundaries::of(&population);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = all.len().div_ceil(threads).max(1);
+    let parts: Vec<PartDiff> = std::thread::scope(|scope| {
+        let handles: Vec<_> = all
+            .chunks(chunk)
+            .map(|part| {
+                let boundaries = boundaries.as_ref();
+                scope.spawn(move || {
+                    let mut changes = Vec::new();
+                    let mut updates = Vec::new();
+                    for (features, before) in part {
+                        let evaluation = evaluate::evaluate(features, today, settings, boundaries);
+                        if !before.matches(&evaluation) {
+                            diff(
+                                features,
+                                &before.segments,
+                                &evaluation,
+                                today,
+                                settings,
+                                &mut changes,
+                            );
+                            updates.push((features.customer_id, Stored::of(&evaluation)));
+                        }
+                    }
+                    (changes, updates)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("evaluation thread"))
+            .collect()
+    });
+    let mut changes = Vec::new();
+    let mut updates = Vec::new();
+    for (c, u) in parts {
+        changes.extend(c);
+        updates.extend(u);
+    }
+    Evaluated {
+        scored: population.len(),
+        evaluated: all.len(),
+        boundaries,
+        changes,
+        updates,
+    }
 }
 
 /// The exits and entries that take a customer from `before` to `evaluation`.

@@ -20,6 +20,13 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// Whether this is what `evaluation` would store.
+    pub fn matches(&self, evaluation: &Evaluation) -> bool {
+        self.rfm == evaluation.rfm.map_or(0, |s| s.code() as i16)
+            && self.segments == evaluation.segments
+            && self.due == evaluation.due
+    }
+
     pub fn of(evaluation: &Evaluation) -> Self {
         Self {
             rfm: evaluation.rfm.map_or(0, |s| s.code() as i16),

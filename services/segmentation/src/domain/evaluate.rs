@@ -95,7 +95,7 @@ pub fn evaluate(
         rfm,
         lifecycle: state,
         segments,
-        due: due(features, today, settings, boundaries),
+        due: due(features, today, settings),
     }
 }
 
@@ -122,38 +122,28 @@ fn overdue(features: &Features, today: NaiveDate, settings: &Effective) -> Optio
 }
 
 /// The first day after `today` on which any input of the evaluation crosses a threshold by time alone.
-fn due(
-    features: &Features,
-    today: NaiveDate,
-    settings: &Effective,
-    boundaries: Option<&Boundaries>,
-) -> Option<NaiveDate> {
+///
+/// RFM scores are left out: they are relative to the population, and the recency score drifts as days pass for
+/// everyone at once, so the scheduled full recompute (`recompute_interval_minutes`) re-scores them. Putting the
+/// recency cuts here would move every customer's due date whenever the boundaries move.
+fn due(features: &Features, today: NaiveDate, settings: &Effective) -> Option<NaiveDate> {
     let s = &settings.settings;
-    let mut candidates: Vec<Option<NaiveDate>> = Vec::with_capacity(12);
-    if let Some(last) = features.last_day {
-        candidates.push(months_after(last, s.dormant_months));
-        candidates.push(months_after(last, s.non_customer_months));
-        if let Some(gap) = features.typical_gap {
-            candidates.push(Some(rupture::overdue_from(gap, last, s.rupture_multiple)));
-        }
-        if let Some(b) = boundaries {
-            // The recency score steps down on the day the days since the last order reach a cut.
-            candidates.extend(
-                b.recency
-                    .iter()
-                    .map(|cut| last.checked_add_days(Days::new(u64::from(*cut)))),
-            );
-        }
-    }
-    if let Some(first) = features.first_day {
-        candidates.push(first.checked_add_days(Days::new(u64::from(s.new_days))));
+    let last = features.last_day;
+    let first = features.first_day;
+    // Fixed-size, so evaluating a million customers allocates nothing here.
+    let candidates: [Option<NaiveDate>; 7] = [
+        last.and_then(|l| months_after(l, s.dormant_months)),
+        last.and_then(|l| months_after(l, s.non_customer_months)),
+        last.zip(features.typical_gap)
+            .map(|(l, gap)| rupture::overdue_from(gap, l, s.rupture_multiple)),
+        first.and_then(|f| f.checked_add_days(Days::new(u64::from(s.new_days)))),
         // The oldest eligible order leaves the lookback window.
-        candidates.push(months_after(first, s.lookback_years * 12));
-    }
-    if let Some(day) = features.category_day {
-        candidates.push(months_after(day, s.non_customer_months));
-    }
-    candidates.push(features.share_due);
+        first.and_then(|f| months_after(f, s.lookback_years * 12)),
+        features
+            .category_day
+            .and_then(|d| months_after(d, s.non_customer_months)),
+        features.share_due,
+    ];
     candidates
         .into_iter()
         .flatten()
@@ -296,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn rfm_group_follows_the_boundaries_and_recency_crossings_are_due() {
+    fn rfm_group_follows_the_boundaries() {
         let settings = Effective::default();
         let population: Vec<RfmValues> = (0..10)
             .map(|i| RfmValues {
@@ -315,11 +305,16 @@ mod tests {
         let e = evaluate(&features, today, &settings, Some(&boundaries));
         assert_eq!(e.rfm.map(RfmScore::code), Some(551));
         assert_eq!(e.segments, vec![5, 15], "loyal and active");
-        // The recency score drops from 5 on the day the days since the last order reach the top cut.
-        let step = day("2026-11-23") + Days::new(u64::from(boundaries.recency[3]));
-        assert_eq!(e.due, Some(step));
-        let later = evaluate(&features, step, &settings, Some(&boundaries));
-        assert_eq!(later.rfm.map(|s| s.r), Some(4));
+        // As days pass the recency score drops (the scheduled recompute re-scores it); the due date does not
+        // depend on the boundaries.
+        let later = day("2026-11-23") + Days::new(u64::from(boundaries.recency[3]));
+        assert_eq!(
+            evaluate(&features, later, &settings, Some(&boundaries))
+                .rfm
+                .map(|s| s.r),
+            Some(4)
+        );
+        assert_eq!(e.due, evaluate(&features, today, &settings, None).due);
         assert_eq!(
             exit_reason(
                 5,
