@@ -2,7 +2,9 @@
 //! machine. Run them in release mode (see docs/benchmarks.md for the commands and the recorded figures).
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
+mod cache;
 mod ingest;
+mod reads;
 mod recompute;
 mod report;
 mod server;
@@ -22,6 +24,8 @@ enum Bench {
     Ingest(ingest::Args),
     /// Full recompute of a synthetic tenant's segments, against the RFM one SQL query computes.
     Recompute(recompute::Args),
+    /// GetCustomerSegments reads at a fixed concurrency, against redis-benchmark GET.
+    Reads(reads::Args),
 }
 
 #[tokio::main]
@@ -29,5 +33,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Ingest(args) => ingest::run(args).await,
         Bench::Recompute(args) => recompute::run(args).await,
+        Bench::Reads(args) => reads::run(args).await,
     }
 }

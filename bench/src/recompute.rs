@@ -141,16 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .exec_async(&mut redis_conn)
         .await?;
     let started = Instant::now();
-    loop {
-        let ready: Option<String> = redis::cmd("GET")
-            .arg(&ready_key)
-            .query_async(&mut redis_conn)
-            .await?;
-        if ready.is_some_and(|v| v.parse::<i64>().is_ok()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::cache::wait_complete(&mut redis_conn, &ready_key).await?;
     let rebuild = started.elapsed();
     println!(
         "cache rebuilt after losing its marker in {:.0} ms (includes up to one 500 ms tick)",
@@ -234,27 +225,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     server.stop()?;
     let mut redis_conn = redis.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut redis_conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(keys)
-                .exec_async(&mut redis_conn)
-                .await?;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    crate::cache::delete_prefix(&mut redis_conn, &prefix).await?;
     Ok(())
 }
 

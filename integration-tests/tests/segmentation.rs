@@ -263,6 +263,31 @@ async fn orders_move_customers_between_segments_and_the_events_and_history_follo
     env.wait_for("acme", &ann, "Ann scored", |s| has(s, "rfm-loyal-at-risk"))
         .await;
     assert_eq!(env.explain("acme", &ann).await.features.unwrap().rfm, 244);
+    let grid = env
+        .segments()
+        .get_rfm_grid(authed(
+            &env.reader_token("acme"),
+            pb::GetRfmGridRequest {
+                parent: "tenants/acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let cells: Vec<(i32, i64, &str)> = grid
+        .cells
+        .iter()
+        .map(|c| (c.rfm, c.customers, c.group.as_str()))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            (111, 1, "rfm-sleepers"),
+            (244, 1, "rfm-loyal-at-risk"),
+            (411, 1, "rfm-new")
+        ]
+    );
+    assert_eq!(grid.scored_customers, 3);
     let t1 = Utc::now();
 
     let mut events = env

@@ -43,8 +43,8 @@ CREATE TABLE transactions (
 CREATE INDEX transactions_customer ON transactions (tenant_id, customer_id);
 
 -- Each customer's scoring inputs, refreshed from its orders and transactions whenever they change or when due_date
--- comes (the first day its memberships can change with no new event), and its current evaluation: the RFM code
--- (0 when not scored) and the segments it is in (sorted), which mirror the open rows of memberships.
+-- comes (the first day its memberships can change with no new event), and the segments it is in (sorted), which
+-- mirror the open rows of memberships.
 CREATE TABLE features (
     tenant_id       text COLLATE "C" NOT NULL,
     customer_id     bigint   NOT NULL,
@@ -61,7 +61,6 @@ CREATE TABLE features (
     tenant_before   bigint   NOT NULL DEFAULT 0,
     all_before      bigint   NOT NULL DEFAULT 0,
     share_due       date,
-    rfm             smallint NOT NULL DEFAULT 0,
     segments        smallint[] NOT NULL DEFAULT '{}',
     due_date        date,
     PRIMARY KEY (tenant_id, customer_id)

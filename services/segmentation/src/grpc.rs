@@ -419,6 +419,10 @@ impl SegmentationService for SegmentationApi {
         let history = memberships::history(&mut conn, tenant.as_str(), customer)
             .await
             .map_err(db)?;
+        let boundaries = db_settings::boundaries(&mut conn, tenant.as_str())
+            .await
+            .map_err(db)?
+            .map(|(b, _)| b);
         let today = Utc::now().date_naive();
         let date = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
         let basis_points = |part: i64, whole: i64| {
@@ -437,7 +441,10 @@ impl SegmentationService for SegmentationApi {
                     first_order_date: date(f.first_day),
                     last_order_date: date(f.last_day),
                     distinct_purchase_days: f.purchase_days as i32,
-                    rfm: stored.rfm.into(),
+                    rfm: f
+                        .rfm_values(today)
+                        .zip(boundaries.as_ref())
+                        .map_or(0, |(v, b)| b.score(v).code().into()),
                     share_recent_bp: basis_points(f.share.tenant_recent, f.share.all_recent),
                     share_before_bp: basis_points(f.share.tenant_before, f.share.all_before),
                 }),
@@ -477,13 +484,26 @@ impl SegmentationService for SegmentationApi {
         let boundaries = db_settings::boundaries(&mut conn, tenant.as_str())
             .await
             .map_err(db)?;
-        let cells: Vec<(i16, i64)> = sqlx::query_as(
-            "SELECT rfm, count(*) FROM features WHERE tenant_id = $1 AND rfm > 0 GROUP BY rfm ORDER BY rfm",
-        )
-        .bind(tenant.as_str())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
+        // Scored in one pass over the features with the current cuts, as Boundaries::score does.
+        let cells: Vec<(i16, i64)> = match &boundaries {
+            None => Vec::new(),
+            Some((b, _)) => sqlx::query_as(
+                "SELECT (100 * r + 10 * f + m)::int2, count(*) FROM (
+                     SELECT 1 + (SELECT count(*) FROM unnest($3::int4[]) c WHERE $2::date - last_day < c) AS r,
+                            1 + (SELECT count(*) FROM unnest($4::int4[]) c WHERE frequency > c) AS f,
+                            1 + (SELECT count(*) FROM unnest($5::int8[]) c WHERE monetary > c) AS m
+                     FROM features WHERE tenant_id = $1 AND frequency > 0) s
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .bind(tenant.as_str())
+            .bind(Utc::now().date_naive())
+            .bind(b.recency.map(|c| c as i32).to_vec())
+            .bind(b.frequency.map(|c| c as i32).to_vec())
+            .bind(b.monetary.to_vec())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?,
+        };
         let group_of = |code: i16| {
             let digit = |d: i16| (d % 10) as u8;
             let score = crate::domain::rfm::RfmScore {

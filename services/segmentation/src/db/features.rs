@@ -11,10 +11,11 @@ use crate::domain::rupture;
 use crate::domain::segments::SegmentId;
 use crate::domain::settings::Settings;
 
-/// A customer's stored evaluation: what its memberships are now.
+/// A customer's stored evaluation: what its memberships are now and when they next change by time alone. The RFM
+/// code is not stored: it follows from the features and the current boundaries, and storing it would rewrite most
+/// rows whenever the boundaries move.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
-    pub rfm: i16,
     pub segments: Vec<SegmentId>,
     pub due: Option<NaiveDate>,
 }
@@ -22,14 +23,11 @@ pub struct Stored {
 impl Stored {
     /// Whether this is what `evaluation` would store.
     pub fn matches(&self, evaluation: &Evaluation) -> bool {
-        self.rfm == evaluation.rfm.map_or(0, |s| s.code() as i16)
-            && self.segments == evaluation.segments
-            && self.due == evaluation.due
+        self.segments == evaluation.segments && self.due == evaluation.due
     }
 
     pub fn of(evaluation: &Evaluation) -> Self {
         Self {
-            rfm: evaluation.rfm.map_or(0, |s| s.code() as i16),
             segments: evaluation.segments.clone(),
             due: evaluation.due,
         }
@@ -138,8 +136,8 @@ pub async fn lock_stored(
     tenant: &str,
     customers: &[i64],
 ) -> Result<std::collections::HashMap<i64, Stored>, sqlx::Error> {
-    let rows: Vec<(i64, i16, Vec<i16>, Option<NaiveDate>)> = sqlx::query_as(
-        "SELECT customer_id, rfm, segments, due_date FROM features
+    let rows: Vec<(i64, Vec<i16>, Option<NaiveDate>)> = sqlx::query_as(
+        "SELECT customer_id, segments, due_date FROM features
          WHERE tenant_id = $1 AND customer_id = ANY($2) ORDER BY customer_id FOR UPDATE",
     )
     .bind(tenant)
@@ -148,7 +146,7 @@ pub async fn lock_stored(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, rfm, segments, due)| (id, Stored { rfm, segments, due }))
+        .map(|(id, segments, due)| (id, Stored { segments, due }))
         .collect())
 }
 
@@ -185,7 +183,6 @@ pub async fn store(
     let all_recent = col(&|(f, _)| f.share.all_recent);
     let tenant_before = col(&|(f, _)| f.share.tenant_before);
     let all_before = col(&|(f, _)| f.share.all_before);
-    let rfm = col(&|(_, s)| i64::from(s.rfm));
     let days = |f: &dyn Fn(&(Features, Stored)) -> Option<NaiveDate>| {
         kept.iter()
             .map(|r| f(r))
@@ -208,22 +205,22 @@ pub async fn store(
     sqlx::query(
         "INSERT INTO features (tenant_id, customer_id, frequency, monetary, first_day, last_day, purchase_days,
                                typical_gap, category_day, tenant_recent, all_recent, tenant_before, all_before,
-                               share_due, rfm, segments, due_date)
+                               share_due, segments, due_date)
          SELECT $1, i.id, i.frequency, i.monetary, i.first_day, i.last_day, i.purchase_days, i.gap, i.category_day,
-                i.tenant_recent, i.all_recent, i.tenant_before, i.all_before, i.share_due, i.rfm,
+                i.tenant_recent, i.all_recent, i.tenant_before, i.all_before, i.share_due,
                 i.segments::int2[], i.due
          FROM unnest($2::int8[], $3::int8[], $4::int8[], $5::date[], $6::date[], $7::int8[], $8::real[],
-                     $9::date[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::date[], $15::int8[],
-                     $16::text[], $17::date[])
+                     $9::date[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::date[], $15::text[],
+                     $16::date[])
               AS i(id, frequency, monetary, first_day, last_day, purchase_days, gap, category_day, tenant_recent,
-                   all_recent, tenant_before, all_before, share_due, rfm, segments, due)
+                   all_recent, tenant_before, all_before, share_due, segments, due)
          ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
              frequency = EXCLUDED.frequency, monetary = EXCLUDED.monetary, first_day = EXCLUDED.first_day,
              last_day = EXCLUDED.last_day, purchase_days = EXCLUDED.purchase_days,
              typical_gap = EXCLUDED.typical_gap, category_day = EXCLUDED.category_day,
              tenant_recent = EXCLUDED.tenant_recent, all_recent = EXCLUDED.all_recent,
              tenant_before = EXCLUDED.tenant_before, all_before = EXCLUDED.all_before,
-             share_due = EXCLUDED.share_due, rfm = EXCLUDED.rfm, segments = EXCLUDED.segments,
+             share_due = EXCLUDED.share_due, segments = EXCLUDED.segments,
              due_date = EXCLUDED.due_date",
     )
     .bind(tenant)
@@ -240,7 +237,6 @@ pub async fn store(
     .bind(&tenant_before)
     .bind(&all_before)
     .bind(&share_due)
-    .bind(&rfm)
     .bind(&segments)
     .bind(&due)
     .execute(&mut *conn)
@@ -256,20 +252,18 @@ pub async fn store_evaluations(
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(100_000) {
         let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
-        let rfm: Vec<i16> = chunk.iter().map(|(_, s)| s.rfm).collect();
         let segments: Vec<String> = chunk
             .iter()
             .map(|(_, s)| segment_literal(&s.segments))
             .collect();
         let due: Vec<Option<NaiveDate>> = chunk.iter().map(|(_, s)| s.due).collect();
         sqlx::query(
-            "UPDATE features f SET rfm = i.rfm, segments = i.segments::int2[], due_date = i.due
-             FROM unnest($2::int8[], $3::int2[], $4::text[], $5::date[]) AS i(id, rfm, segments, due)
+            "UPDATE features f SET segments = i.segments::int2[], due_date = i.due
+             FROM unnest($2::int8[], $3::text[], $4::date[]) AS i(id, segments, due)
              WHERE f.tenant_id = $1 AND f.customer_id = i.id",
         )
         .bind(tenant)
         .bind(&ids)
-        .bind(&rfm)
         .bind(&segments)
         .bind(&due)
         .execute(&mut *conn)
@@ -296,8 +290,8 @@ pub async fn load_all(
     );
     let sql = format!(
         "COPY (SELECT customer_id, frequency, monetary, first_day, last_day, purchase_days, typical_gap,
-                      category_day, tenant_recent, all_recent, tenant_before, all_before, share_due, rfm,
-                      segments, due_date
+                      category_day, tenant_recent, all_recent, tenant_before, all_before, share_due, segments,
+                      due_date
                FROM features WHERE tenant_id = '{tenant}') TO STDOUT"
     );
     let mut stream = conn.copy_out_raw(&sql).await?;
@@ -360,7 +354,6 @@ fn parse_line(line: &[u8]) -> Option<(Features, Stored)> {
         all_before: int(next())?,
     };
     let share_due = day(next())?;
-    let rfm = int(next())? as i16;
     let segments_text = next()?;
     let segments = segments_text
         .trim_start_matches('{')
@@ -383,7 +376,7 @@ fn parse_line(line: &[u8]) -> Option<(Features, Stored)> {
             share,
             share_due,
         },
-        Stored { rfm, segments, due },
+        Stored { segments, due },
     ))
 }
 
@@ -395,7 +388,7 @@ pub async fn explain(
 ) -> Result<Option<(Features, Stored)>, sqlx::Error> {
     let row: Option<ExplainRow> = sqlx::query_as(
         "SELECT frequency, monetary, first_day, last_day, purchase_days, tenant_recent, all_recent, tenant_before,
-                all_before, rfm, segments, due_date
+                all_before, segments, due_date
          FROM features WHERE tenant_id = $1 AND customer_id = $2",
     )
     .bind(tenant)
@@ -420,9 +413,8 @@ pub async fn explain(
                 ..Features::default()
             },
             Stored {
-                rfm: r.9,
-                segments: r.10,
-                due: r.11,
+                segments: r.9,
+                due: r.10,
             },
         )
     }))
@@ -438,7 +430,6 @@ type ExplainRow = (
     i64,
     i64,
     i64,
-    i16,
     Vec<i16>,
     Option<NaiveDate>,
 );

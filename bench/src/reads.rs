@@ -1,0 +1,162 @@
+//! Membership reads: GetCustomerSegments at a fixed concurrency through a real `boomerang serve` (auth, the tower
+//! stack, the cache's marker check and set read), against `redis-benchmark` GET in the same run.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use boomerang_auth::TokenKeys;
+use boomerang_proto::segmentation as pb;
+use boomerang_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
+use boomerang_testkit::{TEST_SECRET, TestDb, authed, unique_name};
+use sqlx::{Connection, PgConnection};
+
+use crate::report::{ms, quantile};
+use crate::server::Server;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Customers with memberships in the cache.
+    #[arg(long, default_value_t = 100_000)]
+    customers: u64,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds to read for.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+const TENANT: &str = "bench";
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let db = TestDb::new().await;
+    let postgres = boomerang_service_kit::config::PostgresConfig {
+        url: db.url().to_owned(),
+        max_connections: 2,
+        acquire_timeout_ms: 5_000,
+    };
+    let pool = boomerang_service_kit::db::pool(&postgres, boomerang_segmentation::SCHEMA)?;
+    boomerang_segmentation::migrate(&pool).await?;
+    let mut conn = PgConnection::connect(db.url()).await?;
+    // Every customer in an RFM group and a lifecycle state; the service finds its cache behind the membership
+    // version at its first tick and builds it.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO segmentation;
+         INSERT INTO features (tenant_id, customer_id, frequency, monetary, purchase_days, segments)
+         SELECT '{TENANT}', g, 1, 100, 1, ARRAY[(1 + g % 6)::int2, (11 + g % 5)::int2]
+         FROM generate_series(1, {n}) g;
+         INSERT INTO membership_versions VALUES ('{TENANT}', 1);
+         INSERT INTO rfm_boundaries VALUES ('{TENANT}', 0, '{{0,0,0,0}}', '{{0,0,0,0}}', '{{0,0,0,0}}', now());",
+        n = args.customers
+    )))
+    .execute(&mut conn)
+    .await?;
+    let prefix = unique_name("bench");
+    let server = Server::start(
+        db.url(),
+        "segmentation",
+        8,
+        &[
+            ("BOOMERANG_REDIS__KEY_PREFIX", prefix.clone()),
+            (
+                "BOOMERANG_SEGMENTATION__INGESTION_URL",
+                "http://127.0.0.1:1".into(),
+            ),
+            ("BOOMERANG_SEGMENTATION__TICK_MS", "200".into()),
+            ("BOOMERANG_TELEMETRY__LOG_LEVEL", "error".into()),
+        ],
+    )
+    .await?;
+    let redis = redis::Client::open(boomerang_testkit::redis_url())?;
+    let mut redis_conn = redis.get_multiplexed_async_connection().await?;
+    let ready_key = format!("{prefix}:{{{TENANT}}}:ready");
+    crate::cache::wait_complete(&mut redis_conn, &ready_key).await?;
+
+    let keys = TokenKeys::from_secret(TEST_SECRET.as_bytes())?;
+    let token = keys.mint(
+        "bench",
+        &[TENANT.to_owned()],
+        &["segmentation.read".to_owned()],
+        Duration::from_secs(3600),
+    )?;
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..args.concurrency {
+        let mut client = SegmentationServiceClient::new(server.channel.clone());
+        let token = token.clone();
+        let latencies = latencies.clone();
+        let customers = args.customers;
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut n = worker as u64;
+            while Instant::now() < deadline {
+                n = n
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let customer = 1 + (n >> 33) % customers;
+                let call = Instant::now();
+                let response = client
+                    .get_customer_segments(authed(
+                        &token,
+                        pb::GetCustomerSegmentsRequest {
+                            customer: format!("tenants/{TENANT}/customers/{customer}"),
+                            as_of_time: None,
+                        },
+                    ))
+                    .await?
+                    .into_inner();
+                mine.push(call.elapsed());
+                anyhow::ensure!(
+                    response.source == "cache" && response.segments.len() == 2,
+                    "{response:?}"
+                );
+            }
+            latencies.lock().expect("latencies").extend(mine);
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed();
+    let mut latencies = std::mem::take(&mut *latencies.lock().expect("latencies"));
+    let calls = latencies.len();
+    let throughput = calls as f64 / elapsed.as_secs_f64();
+    let p50 = quantile(&mut latencies, 0.5);
+    let p99 = quantile(&mut latencies, 0.99);
+    server.stop()?;
+
+    // The same machine's raw Redis: GET at the same concurrency.
+    let output = std::process::Command::new("redis-benchmark")
+        .args(["-t", "get", "-n", "300000", "-c"])
+        .arg(args.concurrency.to_string())
+        .arg("--csv")
+        .output()?;
+    anyhow::ensure!(output.status.success(), "redis-benchmark failed");
+    let csv = String::from_utf8(output.stdout)?;
+    let row: Vec<f64> = csv
+        .lines()
+        .find(|line| line.starts_with("\"GET\""))
+        .ok_or_else(|| anyhow::anyhow!("no GET line in redis-benchmark output: {csv}"))?
+        .split(',')
+        .skip(1)
+        .map(|field| field.trim_matches('"').parse::<f64>())
+        .collect::<Result<_, _>>()?;
+    let (redis_rps, redis_p50, redis_p99) = (row[0], row[3], row[5]);
+
+    println!("| measure | GetCustomerSegments | redis-benchmark GET |");
+    println!("|---|---|---|");
+    println!(
+        "| concurrency | {} | {} |",
+        args.concurrency, args.concurrency
+    );
+    println!("| throughput | {throughput:.0}/s | {redis_rps:.0}/s |");
+    println!("| p50 | {:.3} ms | {redis_p50:.3} ms |", ms(p50));
+    println!("| p99 | {:.3} ms | {redis_p99:.3} ms |", ms(p99));
+    println!("| ratio of throughputs | {:.2} | |", throughput / redis_rps);
+
+    crate::cache::delete_prefix(&mut redis_conn, &prefix).await?;
+    Ok(())
+}
