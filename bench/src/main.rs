@@ -4,6 +4,7 @@
 
 mod cache;
 mod ingest;
+mod live;
 mod reads;
 mod recompute;
 mod report;
@@ -26,6 +27,8 @@ enum Bench {
     Recompute(recompute::Args),
     /// GetCustomerSegments reads at a fixed concurrency, against redis-benchmark GET.
     Reads(reads::Args),
+    /// Orders at a steady rate through ingestion; time from acknowledgement to segmentation's cache update.
+    Live(live::Args),
 }
 
 #[tokio::main]
@@ -34,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(args) => ingest::run(args).await,
         Bench::Recompute(args) => recompute::run(args).await,
         Bench::Reads(args) => reads::run(args).await,
+        Bench::Live(args) => live::run(args).await,
     }
 }

@@ -47,6 +47,11 @@ impl Server {
             .env("BOOMERANG_SERVER__LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("BOOMERANG_SERVER__SHUTDOWN_DELAY_MS", "0")
             .env("BOOMERANG_TELEMETRY__LOG_LEVEL", "warn")
+            // Segmentation, when served, reads ingestion's events from this same process.
+            .env(
+                "BOOMERANG_SEGMENTATION__INGESTION_URL",
+                format!("http://127.0.0.1:{port}"),
+            )
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .spawn()

@@ -81,6 +81,9 @@ enum ExportKind {
     Rfm,
     /// customer_id,segment,enter_time,reason of --segment, as of --as-of (default now).
     Members,
+    /// customer_id,frequency,recency,T,monetary_value,p_alive,expected_purchases,expected_order_value,
+    /// predicted_value from the fitted models, as of --as-of (default today).
+    Predictions,
 }
 
 #[derive(clap::Args)]
@@ -88,7 +91,7 @@ struct ExportArgs {
     kind: ExportKind,
     #[arg(long)]
     tenant: String,
-    /// Segment id, for example lifecycle-dormant or rfm-loyal (members only).
+    /// Segment id, for example lifecycle-dormant, rfm-loyal or a custom segment's id (members only).
     #[arg(long)]
     segment: Option<String>,
     /// YYYY-MM-DD (UTC; the end of that day).
@@ -219,6 +222,12 @@ async fn export(config: Option<&std::path::Path>, args: ExportArgs) -> anyhow::R
                 .map(|t| t.and_utc() - chrono::Duration::microseconds(1));
             boomerang_segmentation::export::members(&pool, tenant.as_str(), &segment, as_of, out)
                 .await?
+        }
+        ExportKind::Predictions => {
+            let as_of = args
+                .as_of
+                .unwrap_or_else(|| chrono::Utc::now().date_naive());
+            boomerang_segmentation::export::predictions(&pool, tenant.as_str(), as_of, out).await?
         }
     };
     if let Some(path) = &args.output {

@@ -598,8 +598,11 @@ async fn time_alone_moves_a_customer_through_its_due_date() {
     let days = (Utc::now().date_naive() - six_months_ago).num_days() - 1;
     env.orders("acme", &[("G-1", "GUS", days, 100, Paid)]).await;
     let gus = env.customer("acme", "GUS").await;
-    env.wait_for("acme", &gus, "Gus active", |s| has(s, "lifecycle-active"))
-        .await;
+    // Active, and scored by the tenant's first recompute (which rewrites his row: the test changes it only after).
+    env.wait_for("acme", &gus, "Gus active and scored", |s| {
+        has(s, "lifecycle-active") && s.iter().any(|x| x.starts_with("rfm-"))
+    })
+    .await;
     let due = env.explain("acme", &gus).await.next_change_time.unwrap();
     let tomorrow = Utc::now()
         .date_naive()

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use tonic::transport::Endpoint;
 
 use crate::cache::Cache;
+use crate::catalogue::Catalogue;
 use crate::config::SegmentationConfig;
 use crate::consumer::{IngestionEvents, TYPE_PREFIXES};
 use crate::grpc::SegmentationApi;
@@ -88,6 +89,7 @@ pub fn build(
         Schedule {
             tick: config.tick(),
             recompute_every: config.recompute_interval(),
+            fit_every: config.fit_interval(),
         },
         shutdown.clone(),
     ));
@@ -99,7 +101,11 @@ pub fn build(
     ));
     let (feed, feed_task) = EventFeed::start(pool.clone(), outbox, shutdown);
     let redis = redis::Client::open(platform.config.redis.url.as_str())?;
-    let api = SegmentationApi { writer, feed };
+    let api = SegmentationApi {
+        catalogue: Catalogue::new(pool.clone()),
+        writer,
+        feed,
+    };
     let server = SegmentationServiceServer::new(api)
         .max_decoding_message_size(platform.config.server.max_message_bytes)
         .max_encoding_message_size(platform.config.server.max_message_bytes);

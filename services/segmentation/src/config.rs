@@ -14,6 +14,7 @@ pub struct SegmentationConfig {
     pub tenants: Vec<String>,
     pub tick_ms: u64,
     pub recompute_interval_minutes: u64,
+    pub fit_interval_hours: u64,
     pub event_retention_hours: u64,
 }
 
@@ -24,6 +25,10 @@ impl SegmentationConfig {
 
     pub fn recompute_interval(&self) -> Duration {
         Duration::from_secs(self.recompute_interval_minutes * 60)
+    }
+
+    pub fn fit_interval(&self) -> Duration {
+        Duration::from_secs(self.fit_interval_hours * 3600)
     }
 
     pub fn event_retention(&self) -> Duration {

@@ -1,4 +1,4 @@
-//! Applies ingestion's events: keeps the projection of customers, orders and transactions, and refreshes the
+//! Applies ingestion's events: keeps the projection of customers, orders, transactions and consents, and refreshes the
 //! memberships of every customer they touch, in the consumer's transaction (so each event counts once).
 
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ use crate::db::projection;
 use crate::writer::{Pending, Removal, Writer};
 
 /// Event types segmentation reads.
-pub const TYPE_PREFIXES: &[&str] = &["customer.", "order.", "transaction."];
+pub const TYPE_PREFIXES: &[&str] = &["customer.", "order.", "transaction.", "consent."];
 
 pub struct IngestionEvents {
     pub writer: Writer,
@@ -42,7 +42,9 @@ impl EventHandler for IngestionEvents {
             match event.r#type.as_str() {
                 "customer.upserted" => {
                     let payload: pb::CustomersUpserted = decode_payload(event)?;
-                    projection::upsert_customers(tx, tenant, &payload.customers).await?;
+                    entry.customers.extend(
+                        projection::upsert_customers(tx, tenant, &payload.customers).await?,
+                    );
                 }
                 "order.upserted" => {
                     let payload: pb::OrdersUpserted = decode_payload(event)?;
@@ -55,6 +57,12 @@ impl EventHandler for IngestionEvents {
                     entry.customers.extend(
                         projection::insert_transactions(tx, tenant, &payload.transactions).await?,
                     );
+                }
+                "consent.changed" => {
+                    let payload: pb::ConsentsChanged = decode_payload(event)?;
+                    entry
+                        .customers
+                        .extend(projection::upsert_consents(tx, tenant, &payload.changes).await?);
                 }
                 "customer.merged" => {
                     let payload: pb::CustomersMerged = decode_payload(event)?;

@@ -2,19 +2,22 @@
 //!
 //! - `domain/`: scoring and segment definitions (pure logic)
 //! - `db/`: the projection of ingestion's data, features, membership history
-//! - `cache.rs`: current membership in Redis, with its complete marker
-//! - `writer.rs`: the one path that changes memberships (history, events, cache)
-//! - `consumer.rs`, `schedule.rs`: what drives the writer (ingestion's events; due dates, recomputes, rebuilds)
+//! - `cache.rs`: current membership in Redis, with its complete marker; `catalogue.rs`: segment names on reads
+//! - `writer.rs`: the one path that changes memberships (history, events, cache), custom segments included
+//! - `consumer.rs`, `schedule.rs`: what drives the writer (ingestion's events; due dates, recomputes, model fits,
+//!   rebuilds); `predictions.rs`: fitting the prediction models
 //! - `grpc.rs`: the API; `export.rs`: CSV exports
 
 mod app;
 mod cache;
+mod catalogue;
 pub mod config;
 mod consumer;
 mod db;
 pub mod domain;
 pub mod export;
 mod grpc;
+mod predictions;
 mod schedule;
 mod writer;
 

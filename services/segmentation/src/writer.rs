@@ -15,13 +15,14 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Notify, OwnedMutexGuard};
 
 use crate::cache::{Applied, Cache};
+use crate::db::custom::{self, CustomRow, Definition};
 use crate::db::features::{self, Stored};
 use crate::db::memberships::{self, Change};
-use crate::db::settings;
-use crate::domain::evaluate::{self, Evaluation, Features};
+use crate::db::{scoring, settings};
+use crate::domain::clusters;
+use crate::domain::evaluate::{self, Evaluation, Features, Scoring};
 use crate::domain::rfm::{Boundaries, RfmValues};
-use crate::domain::segments::{self, SegmentId};
-use crate::domain::settings::Effective;
+use crate::domain::segments::SegmentId;
 
 /// A customer leaving every segment for a reason other than its features: merged into another, or erased.
 #[derive(Debug, Clone)]
@@ -47,6 +48,10 @@ pub struct RecomputeStats {
     pub evaluated: usize,
     pub entered: usize,
     pub exited: usize,
+    /// Customers whose stored evaluation (segments, due date) was rewritten.
+    pub updated: usize,
+    /// Waiting for the tenant's other changes to finish before starting.
+    pub wait: Duration,
     /// Reading every customer's features.
     pub load: Duration,
     /// Boundaries and every customer's evaluation.
@@ -134,10 +139,7 @@ impl Writer {
     ) -> Result<Pending, sqlx::Error> {
         let version = bump_version(conn, tenant.as_str()).await?;
         let today = now.date_naive();
-        let settings = settings::load(conn, tenant.as_str()).await?;
-        let boundaries = settings::boundaries(conn, tenant.as_str())
-            .await?
-            .map(|(b, _)| b);
+        let scoring = scoring::load(conn, tenant.as_str()).await?;
         let mut changes = remove(conn, tenant.as_str(), removals).await?;
         let removed: HashSet<i64> = removals.iter().map(|r| r.customer_id).collect();
         let mut customers: Vec<i64> = customers
@@ -149,13 +151,17 @@ impl Writer {
         customers.dedup();
         if !customers.is_empty() {
             let stored = features::lock_stored(conn, tenant.as_str(), &customers).await?;
-            let fresh =
-                features::compute(conn, tenant.as_str(), &customers, today, &settings.settings)
-                    .await?;
+            let fresh = features::compute(
+                conn,
+                tenant.as_str(),
+                &customers,
+                today,
+                &scoring.settings.settings,
+            )
+            .await?;
             let mut rows = Vec::with_capacity(fresh.len());
             for features in fresh {
-                let evaluation =
-                    evaluate::evaluate(&features, today, &settings, boundaries.as_ref());
+                let evaluation = evaluate::evaluate(&features, today, &scoring);
                 let before = stored
                     .get(&features.customer_id)
                     .cloned()
@@ -165,14 +171,14 @@ impl Writer {
                     &before.segments,
                     &evaluation,
                     today,
-                    &settings,
+                    &scoring,
                     &mut changes,
                 );
                 rows.push((features, Stored::of(&evaluation)));
             }
             features::store(conn, tenant.as_str(), &rows).await?;
         }
-        memberships::record(conn, &self.outbox, tenant, &changes, now).await?;
+        memberships::record(conn, &self.outbox, tenant, &changes, now, &scoring).await?;
         Ok(Pending {
             tenant: tenant.as_str().to_owned(),
             version,
@@ -181,8 +187,8 @@ impl Writer {
         })
     }
 
-    /// Re-evaluates every customer of the tenant against boundaries taken from the whole population, writing
-    /// only what changed.
+    /// Re-evaluates every customer of the tenant against boundaries (and clusters) taken from the whole
+    /// population, writing only what changed.
     pub async fn recompute(
         &self,
         conn: &mut PgConnection,
@@ -191,28 +197,44 @@ impl Writer {
         now: DateTime<Utc>,
     ) -> Result<(Pending, RecomputeStats), RecomputeError> {
         let version = bump_version(conn, tenant.as_str()).await?;
+        self.recompute_at(conn, lock, version, tenant, now).await
+    }
+
+    /// The recompute, in a transaction that already moved the membership version to `version` (and may have
+    /// changed a custom segment before).
+    async fn recompute_at(
+        &self,
+        conn: &mut PgConnection,
+        lock: OwnedMutexGuard<()>,
+        version: i64,
+        tenant: &TenantId,
+        now: DateTime<Utc>,
+    ) -> Result<(Pending, RecomputeStats), RecomputeError> {
         let today = now.date_naive();
-        let settings = settings::load(conn, tenant.as_str()).await?;
+        let scoring = scoring::load(conn, tenant.as_str()).await?;
         let started = Instant::now();
         let all = features::load_all(conn, tenant.as_str()).await?;
         let load = started.elapsed();
         let started = Instant::now();
         // Scoring a million customers is CPU work: off the async workers, split over the cores.
-        let evaluated = tokio::task::spawn_blocking(move || evaluate_all(&all, today, &settings))
+        let evaluated = tokio::task::spawn_blocking(move || evaluate_all(&all, today, scoring))
             .await
             .map_err(|err| RecomputeError::Evaluation(err.to_string()))?;
         let evaluate = started.elapsed();
         let started = Instant::now();
         features::store_evaluations(conn, tenant.as_str(), &evaluated.updates).await?;
         let changes = evaluated.changes;
-        memberships::record(conn, &self.outbox, tenant, &changes, now).await?;
-        settings::save_boundaries(conn, tenant.as_str(), evaluated.boundaries.as_ref(), now)
-            .await?;
+        let scoring = evaluated.scoring;
+        memberships::record(conn, &self.outbox, tenant, &changes, now, &scoring).await?;
+        settings::save_boundaries(conn, tenant.as_str(), scoring.boundaries.as_ref(), now).await?;
+        settings::save_clusters(conn, tenant.as_str(), scoring.clusters.as_ref(), now).await?;
         let stats = RecomputeStats {
             scored: evaluated.scored,
             evaluated: evaluated.evaluated,
             entered: changes.iter().filter(|c| c.entered).count(),
             exited: changes.iter().filter(|c| !c.entered).count(),
+            updated: evaluated.updates.len(),
+            wait: Duration::ZERO,
             load,
             evaluate,
             write: started.elapsed(),
@@ -227,6 +249,44 @@ impl Writer {
             },
             stats,
         ))
+    }
+
+    /// Creates, changes or deletes a custom segment and re-evaluates every customer in the same transaction, so
+    /// the segment's members are right from the moment it exists (and leave the moment it is deleted).
+    pub async fn change_custom(
+        &self,
+        tenant: &TenantId,
+        change: CustomChange,
+    ) -> Result<(CustomRow, RecomputeStats), CustomError> {
+        let lock = self.lock(tenant.as_str()).await;
+        let mut tx = self.pool.begin().await?;
+        let version = bump_version(&mut tx, tenant.as_str()).await?;
+        let now = Utc::now();
+        let t = tenant.as_str();
+        let row = match &change {
+            CustomChange::Create { slug, definition } => {
+                if custom::count_live(&mut tx, t).await? >= MAX_CUSTOM_SEGMENTS {
+                    return Err(CustomError::TooMany);
+                }
+                custom::insert(&mut tx, t, slug, definition, now)
+                    .await?
+                    .ok_or(CustomError::AlreadyExists)?
+            }
+            CustomChange::Update { slug, definition } => {
+                custom::update(&mut tx, t, slug, definition, now)
+                    .await?
+                    .ok_or(CustomError::NotFound)?
+            }
+            CustomChange::Delete { slug } => custom::delete(&mut tx, t, slug, now)
+                .await?
+                .ok_or(CustomError::NotFound)?,
+        };
+        let (pending, stats) = self
+            .recompute_at(&mut tx, lock, version, tenant, now)
+            .await?;
+        tx.commit().await?;
+        self.publish(pending).await;
+        Ok((row, stats))
     }
 
     /// Refreshes `customers` of one tenant in a transaction of its own, and writes the result to the cache.
@@ -248,9 +308,12 @@ impl Writer {
 
     /// Runs a full recompute of one tenant in a transaction of its own, and writes the result to the cache.
     pub async fn recompute_now(&self, tenant: &TenantId) -> Result<RecomputeStats, RecomputeError> {
+        let started = Instant::now();
         let lock = self.lock(tenant.as_str()).await;
         let mut tx = self.pool.begin().await?;
+        let wait = started.elapsed();
         let (pending, mut stats) = self.recompute(&mut tx, lock, tenant, Utc::now()).await?;
+        stats.wait = wait;
         let started = Instant::now();
         tx.commit().await?;
         stats.write += started.elapsed();
@@ -322,6 +385,39 @@ pub enum RecomputeError {
     Evaluation(String),
 }
 
+/// Most live custom segments per tenant: each is evaluated for every customer at every change.
+pub const MAX_CUSTOM_SEGMENTS: i64 = 200;
+
+/// A change to a tenant's custom segments.
+#[derive(Debug, Clone)]
+pub enum CustomChange {
+    Create {
+        slug: String,
+        definition: Definition,
+    },
+    Update {
+        slug: String,
+        definition: Definition,
+    },
+    Delete {
+        slug: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CustomError {
+    #[error("a segment with this id exists")]
+    AlreadyExists,
+    #[error("no such segment")]
+    NotFound,
+    #[error("the tenant has {MAX_CUSTOM_SEGMENTS} custom segments, the most it may have")]
+    TooMany,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("recompute failed: {0}")]
+    Recompute(#[from] RecomputeError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
     #[error("database: {0}")]
@@ -390,7 +486,8 @@ async fn remove(
 
 /// The outcome of evaluating a whole tenant.
 struct Evaluated {
-    boundaries: Option<Boundaries>,
+    /// With the new boundaries and clusters.
+    scoring: Scoring,
     scored: usize,
     evaluated: usize,
     changes: Vec<Change>,
@@ -400,34 +497,49 @@ struct Evaluated {
 /// One thread's share of a recompute: its changes and the new evaluations to store.
 type PartDiff = (Vec<Change>, Vec<(i64, Stored)>);
 
-/// Takes the boundaries from the population and evaluates every customer, in parallel over the cores.
-fn evaluate_all(all: &[(Features, Stored)], today: NaiveDate, settings: &Effective) -> Evaluated {
-    let population: Vec<RfmValues> = all
+/// Takes the boundaries (and clusters) from the population and evaluates every customer, in parallel over the
+/// cores.
+fn evaluate_all(all: &[(Features, Stored)], today: NaiveDate, mut scoring: Scoring) -> Evaluated {
+    let population: Vec<(i64, RfmValues)> = all
         .iter()
-        .filter_map(|(f, _)| f.rfm_values(today))
+        .filter_map(|(f, _)| Some((f.customer_id, f.rfm_values(today)?)))
         .collect();
-    let boundaries = Boundaries::of(&population);
+    let values: Vec<RfmValues> = population.iter().map(|(_, v)| *v).collect();
+    scoring.boundaries = Boundaries::of(&values);
+    drop(values);
+    let settings = &scoring.settings.settings;
+    scoring.clusters = (settings.clusters > 0)
+        .then(|| {
+            clusters::fit(
+                &population,
+                settings.clusters as usize,
+                settings.cluster_seed,
+            )
+        })
+        .flatten();
+    let scored = population.len();
+    drop(population);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     let chunk = all.len().div_ceil(threads).max(1);
+    let scoring_ref = &scoring;
     let parts: Vec<PartDiff> = std::thread::scope(|scope| {
         let handles: Vec<_> = all
             .chunks(chunk)
             .map(|part| {
-                let boundaries = boundaries.as_ref();
                 scope.spawn(move || {
                     let mut changes = Vec::new();
                     let mut updates = Vec::new();
                     for (features, before) in part {
-                        let evaluation = evaluate::evaluate(features, today, settings, boundaries);
+                        let evaluation = evaluate::evaluate(features, today, scoring_ref);
                         if !before.matches(&evaluation) {
                             diff(
                                 features,
                                 &before.segments,
                                 &evaluation,
                                 today,
-                                settings,
+                                scoring_ref,
                                 &mut changes,
                             );
                             updates.push((features.customer_id, Stored::of(&evaluation)));
@@ -449,9 +561,9 @@ fn evaluate_all(all: &[(Features, Stored)], today: NaiveDate, settings: &Effecti
         updates.extend(u);
     }
     Evaluated {
-        scored: population.len(),
+        scoring,
+        scored,
         evaluated: all.len(),
-        boundaries,
         changes,
         updates,
     }
@@ -463,7 +575,7 @@ fn diff(
     before: &[SegmentId],
     evaluation: &Evaluation,
     today: NaiveDate,
-    settings: &Effective,
+    scoring: &Scoring,
     changes: &mut Vec<Change>,
 ) {
     for segment in before.iter().filter(|s| !evaluation.segments.contains(s)) {
@@ -471,7 +583,7 @@ fn diff(
             customer_id: features.customer_id,
             segment: *segment,
             entered: false,
-            reason: evaluate::exit_reason(*segment, evaluation),
+            reason: evaluate::exit_reason(*segment, features, evaluation, today, scoring),
         });
     }
     for segment in evaluation.segments.iter().filter(|s| !before.contains(s)) {
@@ -479,13 +591,7 @@ fn diff(
             customer_id: features.customer_id,
             segment: *segment,
             entered: true,
-            reason: evaluate::reason(*segment, features, evaluation, today, settings),
+            reason: evaluate::reason(*segment, features, evaluation, today, scoring),
         });
     }
-    debug_assert!(
-        evaluation
-            .segments
-            .iter()
-            .all(|s| segments::by_id(*s).is_some())
-    );
 }

@@ -34,23 +34,30 @@ impl Stored {
     }
 }
 
-type FeatureRow = (
-    i64,
-    i32,
-    i64,
-    Option<NaiveDate>,
-    Option<NaiveDate>,
-    Option<Vec<NaiveDate>>,
-    Option<NaiveDate>,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<NaiveDate>,
-);
+/// One customer's features as the refresh query computes them.
+#[derive(sqlx::FromRow)]
+struct FeatureRow {
+    customer_id: i64,
+    frequency: i32,
+    monetary: i64,
+    first_day_spend: i64,
+    first_day: Option<NaiveDate>,
+    last_day: Option<NaiveDate>,
+    days: Option<Vec<NaiveDate>>,
+    first_channel: i16,
+    first_category: Option<String>,
+    birth_date: Option<NaiveDate>,
+    consent: i16,
+    category_day: Option<NaiveDate>,
+    tenant_recent: i64,
+    all_recent: i64,
+    tenant_before: i64,
+    all_before: i64,
+    share_due: Option<NaiveDate>,
+}
 
-/// Computes the features of `customers` on `today` from their orders and transactions. Customers with neither
-/// come back with empty features.
+/// Computes the features of `customers` on `today` from their orders, transactions, birth date and consents.
+/// Customers with none of them come back with empty features.
 pub async fn compute(
     conn: &mut PgConnection,
     tenant: &str,
@@ -60,14 +67,22 @@ pub async fn compute(
 ) -> Result<Vec<Features>, sqlx::Error> {
     let rows: Vec<FeatureRow> = sqlx::query_as(
         "WITH ids AS (SELECT DISTINCT unnest($2::int8[]) AS customer_id),
-         o AS (
-             SELECT o.customer_id, count(*)::int4 AS frequency, sum(o.amount_minor)::int8 AS monetary,
-                    min(d.day) AS first_day, max(d.day) AS last_day, array_agg(DISTINCT d.day) AS days
+         eo AS (
+             SELECT o.customer_id, d.day, o.amount_minor, o.channel, o.category, o.place_time, o.order_id
              FROM orders o JOIN ids USING (customer_id)
                   CROSS JOIN LATERAL (SELECT (o.place_time AT TIME ZONE 'UTC')::date AS day) d
              WHERE o.tenant_id = $1 AND o.eligible
-               AND d.day > ($3::date - make_interval(years => $4))::date AND d.day <= $3::date
-             GROUP BY o.customer_id),
+               AND d.day > ($3::date - make_interval(years => $4))::date AND d.day <= $3::date),
+         o AS (
+             SELECT customer_id, count(*)::int4 AS frequency, sum(amount_minor)::int8 AS monetary,
+                    min(day) AS first_day, max(day) AS last_day, array_agg(DISTINCT day) AS days,
+                    (array_agg(channel ORDER BY place_time, order_id))[1] AS first_channel,
+                    (array_agg(category ORDER BY place_time, order_id))[1] AS first_category
+             FROM eo GROUP BY customer_id),
+         f AS (
+             SELECT eo.customer_id, sum(eo.amount_minor)::int8 AS first_day_spend
+             FROM eo JOIN o ON o.customer_id = eo.customer_id AND eo.day = o.first_day
+             GROUP BY eo.customer_id),
          t AS (
              SELECT t.customer_id,
                     max(d.day) FILTER (WHERE d.day > ($3::date - make_interval(months => $7))::date) AS category_day,
@@ -89,11 +104,23 @@ pub async fn compute(
                              day0.day > ($3::date - make_interval(months => 2 * $8))::date
                                  AND day0.day <= ($3::date - make_interval(months => $8))::date AS before) d
              WHERE t.tenant_id = $1 AND t.category = $5 AND $5 <> ''
-             GROUP BY t.customer_id)
-         SELECT ids.customer_id, coalesce(o.frequency, 0), coalesce(o.monetary, 0), o.first_day, o.last_day, o.days,
-                t.category_day, coalesce(t.tenant_recent, 0), coalesce(t.all_recent, 0),
-                coalesce(t.tenant_before, 0), coalesce(t.all_before, 0), t.share_due
-         FROM ids LEFT JOIN o USING (customer_id) LEFT JOIN t USING (customer_id)",
+             GROUP BY t.customer_id),
+         k AS (
+             SELECT k.customer_id,
+                    sum(CASE k.channel WHEN 1 THEN 1 WHEN 2 THEN 2 WHEN 3 THEN 4 ELSE 0 END)::int2 AS consent
+             FROM consents k JOIN ids USING (customer_id)
+             WHERE k.tenant_id = $1 AND k.granted
+             GROUP BY k.customer_id)
+         SELECT ids.customer_id, coalesce(o.frequency, 0) AS frequency, coalesce(o.monetary, 0) AS monetary,
+                coalesce(f.first_day_spend, 0) AS first_day_spend, o.first_day, o.last_day, o.days,
+                coalesce(o.first_channel, 0::int2) AS first_channel, o.first_category, c.birth_date,
+                coalesce(k.consent, 0::int2) AS consent, t.category_day,
+                coalesce(t.tenant_recent, 0) AS tenant_recent, coalesce(t.all_recent, 0) AS all_recent,
+                coalesce(t.tenant_before, 0) AS tenant_before, coalesce(t.all_before, 0) AS all_before,
+                t.share_due
+         FROM ids LEFT JOIN o USING (customer_id) LEFT JOIN f USING (customer_id) LEFT JOIN t USING (customer_id)
+              LEFT JOIN k USING (customer_id)
+              LEFT JOIN customers c ON c.tenant_id = $1 AND c.customer_id = ids.customer_id",
     )
     .bind(tenant)
     .bind(customers)
@@ -108,23 +135,28 @@ pub async fn compute(
     Ok(rows
         .into_iter()
         .map(|row| {
-            let days = row.5.unwrap_or_default();
+            let days = row.days.unwrap_or_default();
             Features {
-                customer_id: row.0,
-                frequency: row.1 as u32,
-                monetary: row.2,
-                first_day: row.3,
-                last_day: row.4,
+                customer_id: row.customer_id,
+                frequency: row.frequency as u32,
+                monetary: row.monetary,
+                first_day_spend: row.first_day_spend,
+                first_day: row.first_day,
+                last_day: row.last_day,
                 purchase_days: days.len() as u32,
                 typical_gap: rupture::typical_gap(&days),
-                category_day: row.6,
+                first_channel: row.first_channel,
+                first_category: row.first_category,
+                birth_date: row.birth_date,
+                consent: row.consent as u8,
+                category_day: row.category_day,
                 share: ShareOfWallet {
-                    tenant_recent: row.7,
-                    all_recent: row.8,
-                    tenant_before: row.9,
-                    all_before: row.10,
+                    tenant_recent: row.tenant_recent,
+                    all_recent: row.all_recent,
+                    tenant_before: row.tenant_before,
+                    all_before: row.all_before,
                 },
-                share_due: row.11,
+                share_due: row.share_due,
             }
         })
         .collect())
@@ -150,70 +182,65 @@ pub async fn lock_stored(
         .collect())
 }
 
-/// Stores refreshed features with their evaluation; customers with no order and no transaction lose their row.
+/// Stores refreshed features with their evaluation. Every customer ingestion reported keeps a row, so rules such as
+/// "opted in to email and never bought" see customers without orders too.
 pub async fn store(
     conn: &mut PgConnection,
     tenant: &str,
     rows: &[(Features, Stored)],
 ) -> Result<(), sqlx::Error> {
-    let (empty, kept): (Vec<_>, Vec<_>) = rows.iter().partition(|(f, s)| {
-        f.frequency == 0
-            && f.category_day.is_none()
-            && f.share == ShareOfWallet::default()
-            && s.segments.is_empty()
-    });
-    if !empty.is_empty() {
-        let ids: Vec<i64> = empty.iter().map(|(f, _)| f.customer_id).collect();
-        sqlx::query("DELETE FROM features WHERE tenant_id = $1 AND customer_id = ANY($2)")
-            .bind(tenant)
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if kept.is_empty() {
+    if rows.is_empty() {
         return Ok(());
     }
-    let col =
-        |f: &dyn Fn(&(Features, Stored)) -> i64| kept.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    let col = |f: &dyn Fn(&(Features, Stored)) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     let ids = col(&|(f, _)| f.customer_id);
     let frequency = col(&|(f, _)| i64::from(f.frequency));
     let monetary = col(&|(f, _)| f.monetary);
+    let first_day_spend = col(&|(f, _)| f.first_day_spend);
     let purchase_days = col(&|(f, _)| i64::from(f.purchase_days));
+    let first_channel = col(&|(f, _)| i64::from(f.first_channel));
+    let consent = col(&|(f, _)| i64::from(f.consent));
     let tenant_recent = col(&|(f, _)| f.share.tenant_recent);
     let all_recent = col(&|(f, _)| f.share.all_recent);
     let tenant_before = col(&|(f, _)| f.share.tenant_before);
     let all_before = col(&|(f, _)| f.share.all_before);
     let days = |f: &dyn Fn(&(Features, Stored)) -> Option<NaiveDate>| {
-        kept.iter()
-            .map(|r| f(r))
-            .collect::<Vec<Option<NaiveDate>>>()
+        rows.iter().map(f).collect::<Vec<Option<NaiveDate>>>()
     };
     let first_day = days(&|(f, _)| f.first_day);
     let last_day = days(&|(f, _)| f.last_day);
     let category_day = days(&|(f, _)| f.category_day);
     let share_due = days(&|(f, _)| f.share_due);
+    let birth_date = days(&|(f, _)| f.birth_date);
     let due = days(&|(_, s)| s.due);
-    let gap: Vec<Option<f32>> = kept
+    let gap: Vec<Option<f32>> = rows
         .iter()
         .map(|(f, _)| f.typical_gap.map(|g| g as f32))
         .collect();
+    let first_category: Vec<Option<&str>> = rows
+        .iter()
+        .map(|(f, _)| f.first_category.as_deref())
+        .collect();
     // Postgres has no arrays of arrays of different lengths, so the segment sets travel as text ("{1,15}").
-    let segments: Vec<String> = kept
+    let segments: Vec<String> = rows
         .iter()
         .map(|(_, s)| segment_literal(&s.segments))
         .collect();
     sqlx::query(
         "INSERT INTO features (tenant_id, customer_id, frequency, monetary, first_day, last_day, purchase_days,
                                typical_gap, category_day, tenant_recent, all_recent, tenant_before, all_before,
-                               share_due, segments, due_date)
+                               share_due, segments, due_date, first_day_spend, first_channel, first_category,
+                               birth_date, consent)
          SELECT $1, i.id, i.frequency, i.monetary, i.first_day, i.last_day, i.purchase_days, i.gap, i.category_day,
                 i.tenant_recent, i.all_recent, i.tenant_before, i.all_before, i.share_due,
-                i.segments::int2[], i.due
+                i.segments::int2[], i.due, i.first_day_spend, i.first_channel, i.first_category, i.birth_date,
+                i.consent
          FROM unnest($2::int8[], $3::int8[], $4::int8[], $5::date[], $6::date[], $7::int8[], $8::real[],
                      $9::date[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::date[], $15::text[],
-                     $16::date[])
+                     $16::date[], $17::int8[], $18::int2[], $19::text[], $20::date[], $21::int2[])
               AS i(id, frequency, monetary, first_day, last_day, purchase_days, gap, category_day, tenant_recent,
-                   all_recent, tenant_before, all_before, share_due, segments, due)
+                   all_recent, tenant_before, all_before, share_due, segments, due, first_day_spend,
+                   first_channel, first_category, birth_date, consent)
          ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
              frequency = EXCLUDED.frequency, monetary = EXCLUDED.monetary, first_day = EXCLUDED.first_day,
              last_day = EXCLUDED.last_day, purchase_days = EXCLUDED.purchase_days,
@@ -221,7 +248,9 @@ pub async fn store(
              tenant_recent = EXCLUDED.tenant_recent, all_recent = EXCLUDED.all_recent,
              tenant_before = EXCLUDED.tenant_before, all_before = EXCLUDED.all_before,
              share_due = EXCLUDED.share_due, segments = EXCLUDED.segments,
-             due_date = EXCLUDED.due_date",
+             due_date = EXCLUDED.due_date, first_day_spend = EXCLUDED.first_day_spend,
+             first_channel = EXCLUDED.first_channel, first_category = EXCLUDED.first_category,
+             birth_date = EXCLUDED.birth_date, consent = EXCLUDED.consent",
     )
     .bind(tenant)
     .bind(&ids)
@@ -239,6 +268,11 @@ pub async fn store(
     .bind(&share_due)
     .bind(&segments)
     .bind(&due)
+    .bind(&first_day_spend)
+    .bind(&first_channel)
+    .bind(&first_category)
+    .bind(&birth_date)
+    .bind(&consent)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -282,6 +316,15 @@ pub async fn load_all(
     conn: &mut PgConnection,
     tenant: &str,
 ) -> Result<Vec<(Features, Stored)>, LoadError> {
+    copy_out(conn, tenant, "").await
+}
+
+/// The stored rows of a tenant matching `filter` (a condition on the row, after `AND`; never caller input).
+async fn copy_out(
+    conn: &mut PgConnection,
+    tenant: &str,
+    filter: &str,
+) -> Result<Vec<(Features, Stored)>, LoadError> {
     // The tenant id is validated ([a-z0-9-]) before it gets here; COPY takes no bind parameters.
     debug_assert!(
         tenant
@@ -291,8 +334,8 @@ pub async fn load_all(
     let sql = format!(
         "COPY (SELECT customer_id, frequency, monetary, first_day, last_day, purchase_days, typical_gap,
                       category_day, tenant_recent, all_recent, tenant_before, all_before, share_due, segments,
-                      due_date
-               FROM features WHERE tenant_id = '{tenant}') TO STDOUT"
+                      due_date, first_day_spend, first_channel, first_category, birth_date, consent
+               FROM features WHERE tenant_id = '{tenant}' {filter}) TO STDOUT"
     );
     let mut stream = conn.copy_out_raw(&sql).await?;
     let mut rows = Vec::new();
@@ -363,15 +406,28 @@ fn parse_line(line: &[u8]) -> Option<(Features, Stored)> {
         .map(|s| s.parse::<i16>().ok())
         .collect::<Option<Vec<_>>>()?;
     let due = day(next())?;
+    let first_day_spend = int(next())?;
+    let first_channel = int(next())? as i16;
+    let first_category = match next()? {
+        "\\N" => None,
+        value => Some(unescape(value)),
+    };
+    let birth_date = day(next())?;
+    let consent = int(next())? as u8;
     Some((
         Features {
             customer_id,
             frequency,
             monetary,
+            first_day_spend,
             first_day,
             last_day,
             purchase_days,
             typical_gap,
+            first_channel,
+            first_category,
+            birth_date,
+            consent,
             category_day,
             share,
             share_due,
@@ -380,56 +436,41 @@ fn parse_line(line: &[u8]) -> Option<(Features, Stored)> {
     ))
 }
 
+/// A text field of COPY's text format: backslash escapes the delimiter, newlines and itself.
+fn unescape(value: &str) -> String {
+    if !value.contains('\\') {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('v') => out.push('\u{b}'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
 /// A customer's stored features and evaluation, for explanations.
 pub async fn explain(
     conn: &mut PgConnection,
     tenant: &str,
     customer: i64,
-) -> Result<Option<(Features, Stored)>, sqlx::Error> {
-    let row: Option<ExplainRow> = sqlx::query_as(
-        "SELECT frequency, monetary, first_day, last_day, purchase_days, tenant_recent, all_recent, tenant_before,
-                all_before, segments, due_date
-         FROM features WHERE tenant_id = $1 AND customer_id = $2",
+) -> Result<Option<(Features, Stored)>, LoadError> {
+    Ok(
+        copy_out(conn, tenant, &format!("AND customer_id = {customer}"))
+            .await?
+            .pop(),
     )
-    .bind(tenant)
-    .bind(customer)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|r| {
-        (
-            Features {
-                customer_id: customer,
-                frequency: r.0 as u32,
-                monetary: r.1,
-                first_day: r.2,
-                last_day: r.3,
-                purchase_days: r.4 as u32,
-                share: ShareOfWallet {
-                    tenant_recent: r.5,
-                    all_recent: r.6,
-                    tenant_before: r.7,
-                    all_before: r.8,
-                },
-                ..Features::default()
-            },
-            Stored {
-                segments: r.9,
-                due: r.10,
-            },
-        )
-    }))
 }
-
-type ExplainRow = (
-    i32,
-    i64,
-    Option<NaiveDate>,
-    Option<NaiveDate>,
-    i32,
-    i64,
-    i64,
-    i64,
-    i64,
-    Vec<i16>,
-    Option<NaiveDate>,
-);

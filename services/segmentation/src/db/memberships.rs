@@ -8,7 +8,8 @@ use boomerang_service_kit::time::to_timestamp;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::domain::segments::{self, SegmentId};
+use crate::domain::evaluate::Scoring;
+use crate::domain::segments::SegmentId;
 
 /// A customer entering or leaving a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,7 @@ pub async fn record(
     tenant: &TenantId,
     changes: &[Change],
     now: DateTime<Utc>,
+    names: &Scoring,
 ) -> Result<(), sqlx::Error> {
     let (entered, exited): (Vec<&Change>, Vec<&Change>) = changes.iter().partition(|c| c.entered);
     for chunk in exited.chunks(100_000) {
@@ -70,7 +72,7 @@ pub async fn record(
                 changes: chunk
                     .iter()
                     .map(|c| pb::MembershipChange {
-                        segment: segments::slug(c.segment).to_owned(),
+                        segment: names.slug(c.segment).to_owned(),
                         customer_id: c.customer_id,
                         reason: c.reason.clone(),
                         change_time: Some(to_timestamp(now)),

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::domain::clusters::Clusters;
 use crate::domain::rfm::Boundaries;
 use crate::domain::settings::{Effective, Settings};
 
@@ -94,6 +95,41 @@ pub async fn save_boundaries(
     .bind(ints(b.frequency))
     .bind(b.monetary.to_vec())
     .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The clusters of the last full recompute, if clustering was on.
+pub async fn clusters(
+    conn: &mut PgConnection,
+    tenant: &str,
+) -> Result<Option<Clusters>, sqlx::Error> {
+    let stored: Option<sqlx::types::Json<Clusters>> =
+        sqlx::query_scalar("SELECT model FROM clusters WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(stored.map(|c| c.0))
+}
+
+/// Stores the clusters of a recompute, or removes them when clustering is off.
+pub async fn save_clusters(
+    conn: &mut PgConnection,
+    tenant: &str,
+    clusters: Option<&Clusters>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    match clusters {
+        Some(clusters) => sqlx::query(
+            "INSERT INTO clusters (tenant_id, model, compute_time) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id) DO UPDATE SET model = EXCLUDED.model, compute_time = EXCLUDED.compute_time",
+        )
+        .bind(tenant)
+        .bind(sqlx::types::Json(clusters))
+        .bind(now),
+        None => sqlx::query("DELETE FROM clusters WHERE tenant_id = $1").bind(tenant),
+    }
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -1,6 +1,8 @@
 //! BG/NBD predictions (Fader, Hardie & Lee, "Counting Your Customers the Easy Way", 2005): how likely a customer is
 //! still buying ("alive"), and how many purchases to expect from it over a horizon. The model is unit-free; Boomerang
-//! uses days throughout. Fitting the four parameters per tenant (maximum likelihood) comes with the service.
+//! uses days throughout. The four parameters are fitted per tenant by maximum likelihood ([`fit`]).
+
+use super::fit::{FitError, Fitted, ln_gamma, minimize_positive};
 
 /// The model's parameters: purchase rates are Gamma(r, α); drop-out probabilities are Beta(a, b).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +51,138 @@ impl BgNbd {
         let hyper = hyp2f1(r + x, b + x, a + b + x - 1.0, z);
         ((a + b + x - 1.0) / (a - 1.0)) * (1.0 - decay * hyper) / (1.0 + self.dropout_odds(s))
     }
+}
+
+/// One customer's repeat buying in whole days, the fit's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Days {
+    /// Distinct purchase days minus one.
+    pub frequency: u32,
+    /// Days from the first to the last purchase day.
+    pub recency: u32,
+    /// Days from the first purchase day to the as-of date.
+    pub age: u32,
+}
+
+impl Days {
+    pub fn summary(self) -> Summary {
+        Summary {
+            frequency: f64::from(self.frequency),
+            recency: f64::from(self.recency),
+            age: f64::from(self.age),
+        }
+    }
+}
+
+/// Fewest customers a fit accepts: below this the likelihood surface is too flat to mean anything.
+pub const MIN_CUSTOMERS: usize = 30;
+
+/// Customers grouped by identical (frequency, recency, age): a tenant with a million customers has far fewer
+/// distinct triples, and the terms that depend only on the frequency or only on a day count are computed once per
+/// distinct value at each step of the optimiser.
+struct Groups {
+    /// Distinct frequencies.
+    frequencies: Vec<u32>,
+    /// (index into `frequencies`, recency, age, customers).
+    rows: Vec<(usize, u32, u32, f64)>,
+    max_day: u32,
+}
+
+impl Groups {
+    fn of(customers: &[Days]) -> Self {
+        let mut sorted = customers.to_vec();
+        sorted.sort_unstable();
+        let mut frequencies: Vec<u32> = Vec::new();
+        let mut rows: Vec<(usize, u32, u32, f64)> = Vec::new();
+        for day in sorted {
+            if frequencies.last() != Some(&day.frequency) {
+                frequencies.push(day.frequency);
+            }
+            let index = frequencies.len() - 1;
+            match rows.last_mut() {
+                Some(row) if (row.0, row.1, row.2) == (index, day.recency, day.age) => row.3 += 1.0,
+                _ => rows.push((index, day.recency, day.age, 1.0)),
+            }
+        }
+        let max_day = rows.iter().map(|r| r.2.max(r.1)).max().unwrap_or(0);
+        Self {
+            frequencies,
+            rows,
+            max_day,
+        }
+    }
+
+    /// The log-likelihood of every customer under `m`, summed (Fader, Hardie & Lee 2005, equation 6):
+    /// `ln Γ(r+x) − ln Γ(r) + r ln α + ln B(a, b+x) − ln B(a, b)
+    ///  + ln[(α+T)^−(r+x) + [x>0] · a/(b+x−1) · (α+tₓ)^−(r+x)]`.
+    fn log_likelihood(&self, m: &BgNbd) -> f64 {
+        let ln_alpha_plus: Vec<f64> = (0..=self.max_day)
+            .map(|d| (m.alpha + f64::from(d)).ln())
+            .collect();
+        let shared = -ln_gamma(m.r) + m.r * m.alpha.ln() + ln_gamma(m.a + m.b) - ln_gamma(m.b);
+        let per_frequency: Vec<(f64, f64, f64)> = self
+            .frequencies
+            .iter()
+            .map(|&x| {
+                let x = f64::from(x);
+                let constant =
+                    shared + ln_gamma(m.r + x) + ln_gamma(m.b + x) - ln_gamma(m.a + m.b + x);
+                let dropout = if x > 0.0 {
+                    m.a.ln() - (m.b + x - 1.0).ln()
+                } else {
+                    f64::NEG_INFINITY
+                };
+                (constant, m.r + x, dropout)
+            })
+            .collect();
+        self.rows
+            .iter()
+            .map(|&(i, recency, age, customers)| {
+                let (constant, rx, dropout) = per_frequency[i];
+                let alive = -rx * ln_alpha_plus[age as usize];
+                let dropped = dropout - rx * ln_alpha_plus[recency as usize];
+                customers * (constant + log_add_exp(alive, dropped))
+            })
+            .sum()
+    }
+}
+
+/// `ln(eᵃ + eᵇ)` without overflow; `b` may be −∞.
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let (high, low) = if a >= b { (a, b) } else { (b, a) };
+    high + (low - high).exp().ln_1p()
+}
+
+/// Fits the model to a tenant's customers by maximum likelihood.
+pub fn fit(customers: &[Days]) -> Result<Fitted<BgNbd>, FitError> {
+    if customers.len() < MIN_CUSTOMERS {
+        return Err(FitError::TooFewCustomers {
+            found: customers.len(),
+            needed: MIN_CUSTOMERS,
+        });
+    }
+    let groups = Groups::of(customers);
+    let n = customers.len() as f64;
+    let model = |p: &[f64]| BgNbd {
+        r: p[0],
+        alpha: p[1],
+        a: p[2],
+        b: p[3],
+    };
+    // α is a time scale: starting it at the mean age keeps the first simplex in a sensible region.
+    let mean_age = customers.iter().map(|c| f64::from(c.age)).sum::<f64>() / n;
+    let optimum = minimize_positive(
+        |p| -groups.log_likelihood(&model(p)) / n,
+        &[1.0, mean_age.max(1.0), 1.0, 1.0],
+        1e-13,
+    )?;
+    let params = model(&optimum.params);
+    Ok(Fitted {
+        params,
+        log_likelihood: groups.log_likelihood(&params),
+        customers: customers.len(),
+        iterations: optimum.iterations,
+    })
 }
 
 /// The Gauss hypergeometric function ₂F₁(a, b; c; z) for 0 ≤ z < 1, summed as its power series until the terms no

@@ -18,6 +18,19 @@ pub enum Lifecycle {
     Active,
 }
 
+impl Lifecycle {
+    /// The state's name in rules: its segment id without the `lifecycle-` prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lifecycle::NonCustomer => "non-customer",
+            Lifecycle::Dormant => "dormant",
+            Lifecycle::Declining => "declining",
+            Lifecycle::New => "new",
+            Lifecycle::Active => "active",
+        }
+    }
+}
+
 /// Per-tenant thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {

@@ -1,10 +1,12 @@
-//! The built-in segment catalogue. Each segment has a stable small id (stored in Postgres and Redis) and a slug
-//! (its name in the API and in events).
+//! The segment catalogue. Each segment has a stable small id (stored in Postgres and Redis) and a slug (its name in
+//! the API and in events). Built-in segments have fixed ids below 100, K-means clusters 31 to 42, and a tenant's
+//! custom segments ids from 1000 up, allocated when they are created and never reused.
 
+use super::clusters::MAX_CLUSTERS;
 use super::groups::Group;
 use super::lifecycle::Lifecycle;
 
-/// A stable small id of a built-in segment.
+/// A stable small id of a segment.
 pub type SegmentId = i16;
 
 /// What a segment is built from.
@@ -13,6 +15,54 @@ pub enum Family {
     RfmGroup,
     Lifecycle,
     Rupture,
+    /// K-means clusters (optional, per tenant).
+    Cluster,
+    /// A tenant's own rules; unlike the other families, a customer may be in several.
+    Custom,
+}
+
+/// The id of the first K-means cluster.
+pub const FIRST_CLUSTER: SegmentId = 31;
+/// The id of a tenant's first custom segment.
+pub const FIRST_CUSTOM: SegmentId = 1000;
+
+/// Cluster slugs, so that evaluation can name them without allocating.
+pub const CLUSTER_SLUGS: [&str; MAX_CLUSTERS as usize] = [
+    "cluster-1",
+    "cluster-2",
+    "cluster-3",
+    "cluster-4",
+    "cluster-5",
+    "cluster-6",
+    "cluster-7",
+    "cluster-8",
+    "cluster-9",
+    "cluster-10",
+    "cluster-11",
+    "cluster-12",
+];
+
+/// The segment of cluster `index` (0-based, most valuable first).
+pub fn cluster_segment(index: usize) -> SegmentId {
+    FIRST_CLUSTER + index as SegmentId
+}
+
+/// The cluster index of a segment id, if it is a cluster.
+pub fn segment_cluster(id: SegmentId) -> Option<usize> {
+    (FIRST_CLUSTER..FIRST_CLUSTER + MAX_CLUSTERS as SegmentId)
+        .contains(&id)
+        .then(|| (id - FIRST_CLUSTER) as usize)
+}
+
+/// The family of any segment id.
+pub fn family_of(id: SegmentId) -> Option<Family> {
+    if id >= FIRST_CUSTOM {
+        Some(Family::Custom)
+    } else if segment_cluster(id).is_some() {
+        Some(Family::Cluster)
+    } else {
+        by_id(id).map(|def| def.family)
+    }
 }
 
 /// A built-in segment.
@@ -134,23 +184,38 @@ pub fn by_id(id: SegmentId) -> Option<&'static SegmentDef> {
     CATALOGUE.iter().find(|def| def.id == id)
 }
 
-/// The segment with this slug.
+/// The built-in segment with this slug.
 pub fn by_slug(slug: &str) -> Option<&'static SegmentDef> {
     CATALOGUE.iter().find(|def| def.slug == slug)
 }
 
-/// The slug of a segment id (ids only ever come from the catalogue).
-pub fn slug(id: SegmentId) -> &'static str {
-    by_id(id).map_or("unknown", |def| def.slug)
+/// The id of a built-in segment or cluster slug.
+pub fn fixed_id(slug: &str) -> Option<SegmentId> {
+    by_slug(slug).map(|def| def.id).or_else(|| {
+        CLUSTER_SLUGS
+            .iter()
+            .position(|s| *s == slug)
+            .map(cluster_segment)
+    })
 }
 
-/// The ids of a family's segments.
+/// The slug of a built-in segment or cluster; custom segments' slugs are the tenant's ([`super::evaluate::Scoring`]).
+pub fn fixed_slug(id: SegmentId) -> Option<&'static str> {
+    by_id(id)
+        .map(|def| def.slug)
+        .or_else(|| segment_cluster(id).map(|i| CLUSTER_SLUGS[i]))
+}
+
+/// The ids of a built-in family's segments, or of every possible cluster.
 pub fn family(family: Family) -> Vec<SegmentId> {
-    CATALOGUE
-        .iter()
-        .filter(|def| def.family == family)
-        .map(|def| def.id)
-        .collect()
+    match family {
+        Family::Cluster => (0..MAX_CLUSTERS as usize).map(cluster_segment).collect(),
+        _ => CATALOGUE
+            .iter()
+            .filter(|def| def.family == family)
+            .map(|def| def.id)
+            .collect(),
+    }
 }
 
 pub fn group_segment(group: Group) -> SegmentId {
@@ -198,7 +263,18 @@ mod tests {
         for def in CATALOGUE {
             assert_eq!(by_id(def.id).unwrap().slug, def.slug);
             assert_eq!(by_slug(def.slug).unwrap().id, def.id);
+            assert_eq!(fixed_id(def.slug), Some(def.id));
+            assert_eq!(family_of(def.id), Some(def.family));
+            assert!(segment_cluster(def.id).is_none());
         }
+        for (i, slug) in CLUSTER_SLUGS.iter().enumerate() {
+            let id = cluster_segment(i);
+            assert_eq!(fixed_id(slug), Some(id));
+            assert_eq!(fixed_slug(id), Some(*slug));
+            assert_eq!(family_of(id), Some(Family::Cluster));
+        }
+        assert_eq!(family_of(FIRST_CUSTOM), Some(Family::Custom));
+        assert_eq!(fixed_slug(FIRST_CUSTOM), None);
         for group in [
             Group::New,
             Group::AboutToSleep,

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::clusters::MAX_CLUSTERS;
 use super::groups::{GroupMapping, Rule};
 use super::lifecycle::Thresholds;
+use super::predictions::Horizon;
 use super::segments;
 
 /// A rule of the group mapping as stored: a group's segment slug and inclusive score ranges.
@@ -29,6 +31,15 @@ pub struct Settings {
     pub merchant_category: String,
     pub own_merchant_ids: Vec<String>,
     pub group_rules: Vec<GroupRule>,
+    /// K-means clusters besides the RFM groups: 0 (off) or 2 to 12.
+    pub clusters: u32,
+    pub cluster_seed: u64,
+    /// Expected purchases are counted over this many days.
+    pub prediction_horizon_days: u32,
+    /// Predicted value sums this many 30-day months...
+    pub value_months: u32,
+    /// ...each discounted by this rate per month.
+    pub monthly_discount_rate: f64,
 }
 
 impl Default for Settings {
@@ -47,12 +58,30 @@ impl Default for Settings {
             group_rules: GroupMapping::default_rules()
                 .iter()
                 .map(|rule| GroupRule {
-                    group: segments::slug(segments::group_segment(rule.group)).to_owned(),
+                    group: segments::fixed_slug(segments::group_segment(rule.group))
+                        .unwrap_or_default()
+                        .to_owned(),
                     r: [*rule.r.start(), *rule.r.end()],
                     f: [*rule.f.start(), *rule.f.end()],
                     m: [*rule.m.start(), *rule.m.end()],
                 })
                 .collect(),
+            clusters: 0,
+            cluster_seed: 42,
+            prediction_horizon_days: 90,
+            value_months: 12,
+            monthly_discount_rate: 0.01,
+        }
+    }
+}
+
+impl Settings {
+    /// What predictions look ahead over.
+    pub fn horizon(&self) -> Horizon {
+        Horizon {
+            purchase_days: self.prediction_horizon_days,
+            value_months: self.value_months,
+            monthly_discount: self.monthly_discount_rate,
         }
     }
 }
@@ -113,6 +142,27 @@ impl Settings {
             self.merchant_category.len() <= 200,
             "merchant_category",
             "must be at most 200 bytes",
+        );
+        check(
+            self.clusters == 0 || (2..=MAX_CLUSTERS).contains(&self.clusters),
+            "clusters",
+            "must be 0 (off) or between 2 and 12",
+        );
+        check(
+            (1..=3650).contains(&self.prediction_horizon_days),
+            "prediction_horizon_days",
+            "must be between 1 and 3650",
+        );
+        check(
+            (1..=120).contains(&self.value_months),
+            "value_months",
+            "must be between 1 and 120",
+        );
+        check(
+            self.monthly_discount_rate.is_finite()
+                && (0.0..=1.0).contains(&self.monthly_discount_rate),
+            "monthly_discount_rate",
+            "must be between 0 and 1",
         );
         for (i, merchant) in self.own_merchant_ids.iter().enumerate() {
             if merchant.is_empty() || merchant.len() > 200 {

@@ -1,4 +1,10 @@
-//! The gRPC API: authorization, request validation, and reads from the cache with Postgres behind it.
+//! The gRPC API: authorization, request validation, and reads from the cache with Postgres behind it. Custom
+//! segments (`custom.rs`) and predictions (`predictions.rs`) have their handlers beside this file; `convert.rs`
+//! maps settings between the proto and the domain.
+
+mod convert;
+mod custom;
+mod predictions;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -16,10 +22,12 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::db::{memberships, settings as db_settings};
+use self::convert::{settings_from, settings_proto};
+use crate::catalogue::Catalogue;
+use crate::db::{memberships, scoring, settings as db_settings};
 use crate::domain::segments::{self, Family, SegmentId};
-use crate::domain::settings::{GroupRule, Settings};
-use crate::writer::{RecomputeError, Writer};
+use crate::predictions::FitJobError;
+use crate::writer::{CustomError, RecomputeError, Writer};
 
 /// Reading segments, memberships and scores.
 pub const READ: &str = "segmentation.read";
@@ -36,6 +44,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct SegmentationApi {
     pub writer: Writer,
     pub feed: EventFeed,
+    pub catalogue: Catalogue,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,15 +53,33 @@ enum ApiError {
     Database(#[from] sqlx::Error),
     #[error("recompute failed: {0}")]
     Recompute(#[from] RecomputeError),
+    #[error("{0}")]
+    Load(#[from] crate::db::features::LoadError),
+    #[error("{0}")]
+    Custom(#[from] CustomError),
+    #[error("{0}")]
+    Fit(#[from] FitJobError),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 impl ServiceError for ApiError {
     fn error_code(&self) -> ErrorCode {
         match self {
-            ApiError::Database(err) | ApiError::Recompute(RecomputeError::Database(err)) => {
-                db_error_code(err)
+            ApiError::Database(err)
+            | ApiError::Recompute(RecomputeError::Database(err))
+            | ApiError::Custom(CustomError::Database(err))
+            | ApiError::Custom(CustomError::Recompute(RecomputeError::Database(err)))
+            | ApiError::Fit(FitJobError::Database(err)) => db_error_code(err),
+            ApiError::Custom(CustomError::AlreadyExists) => ErrorCode::AlreadyExists,
+            ApiError::Custom(CustomError::NotFound) | ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Custom(CustomError::TooMany) => ErrorCode::ResourceExhausted,
+            ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            ApiError::Recompute(_) | ApiError::Load(_) | ApiError::Custom(_) | ApiError::Fit(_) => {
+                ErrorCode::Internal
             }
-            ApiError::Recompute(_) => ErrorCode::Internal,
         }
     }
 }
@@ -109,23 +136,8 @@ fn customer_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, i6
     Ok((tenant, id))
 }
 
-fn segment_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, SegmentId), Status> {
-    let (tenant, slug) = child(caller, field, name, "segments", READ)?;
-    let def = segments::by_slug(slug).ok_or_else(|| {
-        invalid_argument(
-            field,
-            format!("unknown segment {slug:?}; ListSegments lists them"),
-        )
-    })?;
-    Ok((tenant, def.id))
-}
-
-fn segment_name(tenant: &TenantId, segment: SegmentId) -> String {
-    format!(
-        "{}/segments/{}",
-        tenant.resource_name(),
-        segments::slug(segment)
-    )
+fn segment_name(tenant: &TenantId, slug: &str) -> String {
+    format!("{}/segments/{slug}", tenant.resource_name())
 }
 
 fn customer_name(tenant: &TenantId, customer: i64) -> String {
@@ -148,6 +160,8 @@ fn family_of(family: i32) -> Option<Family> {
         pb::SegmentFamily::RfmGroup => Some(Family::RfmGroup),
         pb::SegmentFamily::Lifecycle => Some(Family::Lifecycle),
         pb::SegmentFamily::Rupture => Some(Family::Rupture),
+        pb::SegmentFamily::Cluster => Some(Family::Cluster),
+        pb::SegmentFamily::Custom => Some(Family::Custom),
         pb::SegmentFamily::Unspecified => None,
     }
 }
@@ -157,65 +171,54 @@ fn family_proto(family: Family) -> pb::SegmentFamily {
         Family::RfmGroup => pb::SegmentFamily::RfmGroup,
         Family::Lifecycle => pb::SegmentFamily::Lifecycle,
         Family::Rupture => pb::SegmentFamily::Rupture,
+        Family::Cluster => pb::SegmentFamily::Cluster,
+        Family::Custom => pb::SegmentFamily::Custom,
     }
 }
 
-fn settings_proto(tenant: &TenantId, s: &Settings) -> pb::Settings {
-    pb::Settings {
-        name: format!("{}/settings", tenant.resource_name()),
-        lookback_years: s.lookback_years as i32,
-        non_customer_months: s.non_customer_months as i32,
-        dormant_months: s.dormant_months as i32,
-        share_window_months: s.share_window_months as i32,
-        declining_share_percent: s.declining_share_percent as i32,
-        new_days: s.new_days as i32,
-        rupture_multiple: s.rupture_multiple,
-        merchant_category: s.merchant_category.clone(),
-        own_merchant_ids: s.own_merchant_ids.clone(),
-        group_rules: s
-            .group_rules
-            .iter()
-            .map(|r| pb::GroupRule {
-                group: r.group.clone(),
-                r_min: r.r[0].into(),
-                r_max: r.r[1].into(),
-                f_min: r.f[0].into(),
-                f_max: r.f[1].into(),
-                m_min: r.m[0].into(),
-                m_max: r.m[1].into(),
-            })
-            .collect(),
-    }
-}
-
-/// Settings from a request; out-of-range integers become values validation refuses with the field's name.
-fn settings_from(p: &pb::Settings) -> Settings {
-    let unsigned = |v: i32| u32::try_from(v).unwrap_or(0);
-    let score = |v: i32| u8::try_from(v).unwrap_or(0);
-    Settings {
-        lookback_years: unsigned(p.lookback_years),
-        non_customer_months: unsigned(p.non_customer_months),
-        dormant_months: unsigned(p.dormant_months),
-        share_window_months: unsigned(p.share_window_months),
-        declining_share_percent: unsigned(p.declining_share_percent),
-        new_days: unsigned(p.new_days),
-        rupture_multiple: p.rupture_multiple,
-        merchant_category: p.merchant_category.clone(),
-        own_merchant_ids: p.own_merchant_ids.clone(),
-        group_rules: p
-            .group_rules
-            .iter()
-            .map(|r| GroupRule {
-                group: r.group.clone(),
-                r: [score(r.r_min), score(r.r_max)],
-                f: [score(r.f_min), score(r.f_max)],
-                m: [score(r.m_min), score(r.m_max)],
-            })
-            .collect(),
-    }
+/// Every rule feature's value for the customer today ("none" when it has none): what a custom rule sees.
+fn rule_values(
+    features: &crate::domain::evaluate::Features,
+    today: chrono::NaiveDate,
+    scoring: &crate::domain::evaluate::Scoring,
+) -> std::collections::HashMap<String, String> {
+    let evaluation = crate::domain::evaluate::evaluate(features, today, scoring);
+    let subject =
+        crate::domain::evaluate::subject(features, Some(&evaluation), today, scoring, true);
+    crate::domain::rules::FEATURES
+        .iter()
+        .map(|def| {
+            let value = subject
+                .value(def.feature)
+                .map_or_else(|_| "none".to_owned(), |v| v.to_string());
+            (def.name.to_owned(), value)
+        })
+        .collect()
 }
 
 impl SegmentationApi {
+    /// Parses `tenants/{tenant}/segments/{segment}` in `field`, authorizes reading, and finds the segment.
+    async fn segment(
+        &self,
+        caller: &Caller,
+        field: &str,
+        name: &str,
+    ) -> Result<(TenantId, SegmentId, String), Status> {
+        let (tenant, slug) = child(caller, field, name, "segments", READ)?;
+        let id = self
+            .catalogue
+            .id(tenant.as_str(), slug)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| {
+                invalid_argument(
+                    field,
+                    format!("unknown segment {slug:?}; ListSegments lists them"),
+                )
+            })?;
+        Ok((tenant.clone(), id, slug.to_owned()))
+    }
+
     /// Runs a recompute in a task of its own: a caller that gives up (or the request timeout) does not abort it
     /// halfway and waste the work; it still commits.
     async fn recompute_detached(
@@ -262,25 +265,93 @@ impl SegmentationService for SegmentationApi {
     ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
         let caller = caller(&request)?;
         let tenant = tenant_of(caller, "parent", &request.get_ref().parent, READ)?;
-        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        let sizes: BTreeMap<SegmentId, i64> =
-            memberships::current_sizes(&mut conn, tenant.as_str())
-                .await
-                .map_err(db)?
-                .into_iter()
-                .collect();
         Ok(Response::new(pb::ListSegmentsResponse {
-            segments: segments::CATALOGUE
-                .iter()
-                .map(|def| pb::Segment {
-                    name: segment_name(&tenant, def.id),
-                    display_name: def.display_name.into(),
-                    family: family_proto(def.family) as i32,
-                    description: def.description.into(),
-                    member_count: sizes.get(&def.id).copied().unwrap_or(0),
-                })
-                .collect(),
+            segments: self.all_segments(&tenant).await?,
         }))
+    }
+
+    async fn get_segment(
+        &self,
+        request: Request<pb::GetSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.get_segment_impl(caller, &request.get_ref().name)
+                .await?,
+        ))
+    }
+
+    async fn create_segment(
+        &self,
+        request: Request<pb::CreateSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.create_segment_impl(caller, request.get_ref()).await?,
+        ))
+    }
+
+    async fn update_segment(
+        &self,
+        request: Request<pb::UpdateSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.update_segment_impl(caller, request.get_ref()).await?,
+        ))
+    }
+
+    async fn delete_segment(
+        &self,
+        request: Request<pb::DeleteSegmentRequest>,
+    ) -> Result<Response<()>, Status> {
+        let caller = caller(&request)?;
+        self.delete_segment_impl(caller, &request.get_ref().name)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn preview_segment(
+        &self,
+        request: Request<pb::PreviewSegmentRequest>,
+    ) -> Result<Response<pb::PreviewSegmentResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.preview_segment_impl(caller, request.get_ref()).await?,
+        ))
+    }
+
+    async fn get_prediction_models(
+        &self,
+        request: Request<pb::GetPredictionModelsRequest>,
+    ) -> Result<Response<pb::PredictionModels>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.get_models_impl(caller, &request.get_ref().parent)
+                .await?,
+        ))
+    }
+
+    async fn fit_prediction_models(
+        &self,
+        request: Request<pb::FitPredictionModelsRequest>,
+    ) -> Result<Response<pb::PredictionModels>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.fit_models_impl(caller, &request.get_ref().parent)
+                .await?,
+        ))
+    }
+
+    async fn get_customer_predictions(
+        &self,
+        request: Request<pb::GetCustomerPredictionsRequest>,
+    ) -> Result<Response<pb::CustomerPredictions>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.customer_predictions_impl(caller, &request.get_ref().customer)
+                .await?,
+        ))
     }
 
     async fn get_customer_segments(
@@ -302,7 +373,12 @@ impl SegmentationService for SegmentationApi {
                 (segments, "postgres")
             }
         };
-        let mut names: Vec<String> = segments.iter().map(|s| segment_name(&tenant, *s)).collect();
+        let slugs = self
+            .catalogue
+            .slugs(tenant.as_str(), &segments)
+            .await
+            .map_err(db)?;
+        let mut names: Vec<String> = slugs.iter().map(|s| segment_name(&tenant, s)).collect();
         names.sort();
         Ok(Response::new(pb::GetCustomerSegmentsResponse {
             segments: names,
@@ -316,7 +392,7 @@ impl SegmentationService for SegmentationApi {
     ) -> Result<Response<pb::IsMemberResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let (tenant, segment) = segment_of(caller, "segment", &request.segment)?;
+        let (tenant, segment, _) = self.segment(caller, "segment", &request.segment).await?;
         let (customer_tenant, customer) = customer_of(caller, "customer", &request.customer)?;
         if customer_tenant != tenant {
             return Err(invalid_argument(
@@ -355,7 +431,7 @@ impl SegmentationService for SegmentationApi {
     ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let (tenant, segment) = segment_of(caller, "segment", &request.segment)?;
+        let (tenant, segment, _) = self.segment(caller, "segment", &request.segment).await?;
         let as_of = time_field("as_of_time", request.as_of_time.as_ref())?;
         let mut violations = FieldViolations::new();
         if !(0..=MAX_PAGE).contains(&request.page_size) {
@@ -415,14 +491,13 @@ impl SegmentationService for SegmentationApi {
         let mut conn = self.writer.pool.acquire().await.map_err(db)?;
         let explained = crate::db::features::explain(&mut conn, tenant.as_str(), customer)
             .await
-            .map_err(db)?;
+            .map_err(ApiError::from)?;
         let history = memberships::history(&mut conn, tenant.as_str(), customer)
             .await
             .map_err(db)?;
-        let boundaries = db_settings::boundaries(&mut conn, tenant.as_str())
+        let scoring = scoring::load(&mut conn, tenant.as_str())
             .await
-            .map_err(db)?
-            .map(|(b, _)| b);
+            .map_err(db)?;
         let today = Utc::now().date_naive();
         let date = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
         let basis_points = |part: i64, whole: i64| {
@@ -443,10 +518,11 @@ impl SegmentationService for SegmentationApi {
                     distinct_purchase_days: f.purchase_days as i32,
                     rfm: f
                         .rfm_values(today)
-                        .zip(boundaries.as_ref())
+                        .zip(scoring.boundaries.as_ref())
                         .map_or(0, |(v, b)| b.score(v).code().into()),
                     share_recent_bp: basis_points(f.share.tenant_recent, f.share.all_recent),
                     share_before_bp: basis_points(f.share.tenant_before, f.share.all_before),
+                    rule_values: rule_values(&f, today, &scoring),
                 }),
                 stored
                     .due
@@ -455,12 +531,19 @@ impl SegmentationService for SegmentationApi {
             ),
             None => (None, None),
         };
+        let ids: Vec<SegmentId> = history.iter().map(|stay| stay.segment).collect();
+        let slugs = self
+            .catalogue
+            .slugs(tenant.as_str(), &ids)
+            .await
+            .map_err(db)?;
         Ok(Response::new(pb::ExplainCustomerResponse {
             features,
             history: history
                 .into_iter()
-                .map(|stay| pb::MembershipRecord {
-                    segment: segment_name(&tenant, stay.segment),
+                .zip(slugs)
+                .map(|(stay, slug)| pb::MembershipRecord {
+                    segment: segment_name(&tenant, &slug),
                     enter_time: Some(to_timestamp(stay.enter_time)),
                     enter_reason: stay.enter_reason,
                     exit_time: stay.exit_time.map(to_timestamp),
@@ -511,7 +594,9 @@ impl SegmentationService for SegmentationApi {
                 f: digit(code / 10),
                 m: digit(code),
             };
-            segments::slug(segments::group_segment(settings.mapping.group(score))).to_owned()
+            segments::fixed_slug(segments::group_segment(settings.mapping.group(score)))
+                .unwrap_or_default()
+                .to_owned()
         };
         let mut response = pb::GetRfmGridResponse {
             scored_customers: cells.iter().map(|(_, n)| n).sum(),
@@ -543,8 +628,13 @@ impl SegmentationService for SegmentationApi {
         let tenant = tenant_of(caller, "parent", &request.parent, READ)?;
         let mut violations = FieldViolations::new();
         let family = family_of(request.family);
-        if family.is_none() {
-            violations.add("family", "must be a segment family");
+        match family {
+            None => violations.add("family", "must be a segment family"),
+            Some(f) if !custom::exclusive(f) => violations.add(
+                "family",
+                "custom segments overlap (a customer can be in several), so they have no transition matrix",
+            ),
+            Some(_) => {}
         }
         let from = time_field("from_time", request.from_time.as_ref())?;
         let to = time_field("to_time", request.to_time.as_ref())?;
@@ -577,7 +667,7 @@ impl SegmentationService for SegmentationApi {
             if s == 0 {
                 String::new()
             } else {
-                segment_name(&tenant, s)
+                segment_name(&tenant, segments::fixed_slug(s).unwrap_or_default())
             }
         };
         Ok(Response::new(pb::GetTransitionMatrixResponse {
@@ -627,9 +717,15 @@ impl SegmentationService for SegmentationApi {
                 )
             })
             .collect();
-        for (at, segment, count) in rows {
+        let ids: Vec<SegmentId> = rows.iter().map(|(_, segment, _)| *segment).collect();
+        let slugs = self
+            .catalogue
+            .slugs(tenant.as_str(), &ids)
+            .await
+            .map_err(db)?;
+        for ((at, _, count), slug) in rows.into_iter().zip(slugs) {
             if let Some(entry) = by_time.get_mut(&at) {
-                entry.sizes.insert(segment_name(&tenant, segment), count);
+                entry.sizes.insert(segment_name(&tenant, &slug), count);
             }
         }
         Ok(Response::new(pb::GetSegmentSizesResponse {
@@ -658,6 +754,8 @@ impl SegmentationService for SegmentationApi {
             evaluate_ms: stats.evaluate.as_millis() as i64,
             write_ms: stats.write.as_millis() as i64,
             cache_ms: stats.cache.as_millis() as i64,
+            wait_ms: stats.wait.as_millis() as i64,
+            customers_updated: stats.updated as i64,
         }))
     }
 

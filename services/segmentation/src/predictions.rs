@@ -1,0 +1,96 @@
+//! Fitting a tenant's prediction models, on a schedule and on request. The fit reads every customer's features in
+//! one snapshot and runs off the async workers; when a custom segment's rule uses predictions, a recompute follows
+//! so its members reflect the new parameters.
+
+use std::time::Instant;
+
+use boomerang_auth::TenantId;
+use chrono::Utc;
+
+use crate::db::models::{self, BGNBD, FitRow, GAMMA_GAMMA};
+use crate::db::{features, scoring};
+use crate::domain::fit::Fitted;
+use crate::domain::{bgnbd, gamma_gamma, predictions};
+use crate::writer::{RecomputeError, Writer};
+
+/// What a fit produced: the models it stored, and why any is missing.
+#[derive(Debug, Clone, Default)]
+pub struct FitOutcome {
+    pub fits: Vec<FitRow>,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FitJobError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Load(#[from] features::LoadError),
+    #[error("{0}")]
+    Recompute(#[from] RecomputeError),
+    #[error("fit failed: {0}")]
+    Task(String),
+}
+
+fn row<P>(model: &str, fitted: &Fitted<P>, params: Vec<f64>, started: Instant) -> FitRow {
+    FitRow {
+        model: model.to_owned(),
+        params,
+        log_likelihood: fitted.log_likelihood,
+        customers: fitted.customers as i64,
+        iterations: fitted.iterations as i32,
+        fit_ms: started.elapsed().as_millis() as i32,
+        fit_time: Utc::now(),
+    }
+}
+
+/// Fits BG/NBD and Gamma-Gamma to every customer with an eligible order, and stores what converged.
+pub async fn fit(writer: &Writer, tenant: &TenantId) -> Result<FitOutcome, FitJobError> {
+    let today = Utc::now().date_naive();
+    let mut conn = writer.pool.acquire().await?;
+    let all = features::load_all(&mut conn, tenant.as_str()).await?;
+    drop(conn);
+    let results = tokio::task::spawn_blocking(move || {
+        let summaries: Vec<(bgnbd::Days, f64)> = all
+            .iter()
+            .filter_map(|(f, _)| predictions::repeat_buying(f, today))
+            .collect();
+        drop(all);
+        let days: Vec<bgnbd::Days> = summaries.iter().map(|(d, _)| *d).collect();
+        let started = Instant::now();
+        let bg = bgnbd::fit(&days).map(|f| {
+            let p = f.params;
+            row(BGNBD, &f, vec![p.r, p.alpha, p.a, p.b], started)
+        });
+        let repeat: Vec<(u32, f64)> = summaries.iter().map(|(d, m)| (d.frequency, *m)).collect();
+        let started = Instant::now();
+        let gg = gamma_gamma::fit(&repeat).map(|f| {
+            let p = f.params;
+            row(GAMMA_GAMMA, &f, vec![p.p, p.q, p.v], started)
+        });
+        [(BGNBD, bg), (GAMMA_GAMMA, gg)]
+    })
+    .await
+    .map_err(|err| FitJobError::Task(err.to_string()))?;
+    let mut outcome = FitOutcome::default();
+    let mut tx = writer.pool.begin().await?;
+    for (model, result) in results {
+        match result {
+            Ok(fit) => {
+                models::save(&mut tx, tenant.as_str(), &fit).await?;
+                outcome.fits.push(fit);
+            }
+            Err(err) => outcome.problems.push(format!("{model}: {err}")),
+        }
+    }
+    let needs_recompute = scoring::load(&mut tx, tenant.as_str())
+        .await?
+        .custom
+        .iter()
+        .any(|c| c.program.needs_predictions);
+    tx.commit().await?;
+    if needs_recompute && !outcome.fits.is_empty() {
+        writer.recompute_now(tenant).await?;
+    }
+    Ok(outcome)
+}
