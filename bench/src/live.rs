@@ -26,8 +26,12 @@ pub struct Args {
     /// Orders per IngestOrders call.
     #[arg(long, default_value_t = 100)]
     batch: u64,
+    /// Seconds measured.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Seconds of the same traffic before the measured ones (new connections, first plans), not measured.
+    #[arg(long, default_value_t = 3)]
+    warmup_seconds: u64,
 }
 
 const TENANT: &str = "bench";
@@ -160,32 +164,49 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    // Orders at the rate, each the first of a new customer (who enters lifecycle-new and an RFM group).
+    // Orders at the rate, each the first of a new customer (who enters lifecycle-new and an RFM group): first the
+    // warm-up's customers (U…), then the measured ones (L…), without a pause between them.
+    let warmup = args.rate * args.warmup_seconds / args.batch;
     let batches = args.rate * args.seconds / args.batch;
     let interval = Duration::from_secs_f64(args.batch as f64 / args.rate as f64);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let acks: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut calls = Vec::new();
-    for b in 0..batches {
+    for b in 0..warmup + batches {
         ticker.tick().await;
-        let orders: Vec<pb::Order> = (0..args.batch)
-            .map(|i| {
-                let n = b * args.batch + i;
-                order(format!("L{n}"), format!("L{n}"), 2_000 + (n % 5_000) as i64)
+        let (prefix, b) = if b < warmup {
+            ("U", b)
+        } else {
+            if b == warmup {
+                started = Instant::now();
+            }
+            ("L", b - warmup)
+        };
+        let externals: Vec<String> = (0..args.batch)
+            .map(|i| format!("{prefix}{}", b * args.batch + i))
+            .collect();
+        let orders: Vec<pb::Order> = externals
+            .iter()
+            .enumerate()
+            .map(|(i, external)| {
+                order(
+                    external.clone(),
+                    external.clone(),
+                    2_000 + (i as i64 * 37) % 5_000,
+                )
             })
             .collect();
-        let externals: Vec<String> = (0..args.batch)
-            .map(|i| format!("L{}", b * args.batch + i))
-            .collect();
-        let acks = acks.clone();
+        let acks = (prefix == "L").then(|| acks.clone());
         let call = ingest(orders);
         calls.push(tokio::spawn(async move {
             let at = call.await?;
-            let mut acks = acks.lock().expect("acks");
-            for external in externals {
-                acks.insert(external, at);
+            if let Some(acks) = acks {
+                let mut acks = acks.lock().expect("acks");
+                for external in externals {
+                    acks.insert(external, at);
+                }
             }
             anyhow::Ok(())
         }));
@@ -224,10 +245,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("| measure | figure |");
     println!("|---|---|");
     println!(
-        "| orders sent | {orders} in {:.1} s ({:.0}/s, batches of {}) |",
+        "| orders sent | {orders} in {:.1} s ({:.0}/s, batches of {}), after {} s of the same traffic |",
         sent.as_secs_f64(),
         orders as f64 / sent.as_secs_f64(),
-        args.batch
+        args.batch,
+        args.warmup_seconds
     );
     println!(
         "| customers whose cache update was seen | {} (missing {missing}) |",

@@ -8,6 +8,7 @@ mod live;
 mod reads;
 mod recompute;
 mod report;
+mod rules;
 mod server;
 
 use clap::{Parser, Subcommand};

@@ -24,6 +24,9 @@ pub struct Args {
     /// Seconds to read for.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// HTTP/2 connections the calls are spread over (as several client replicas would open).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
 }
 
 const TENANT: &str = "bench";
@@ -83,8 +86,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
+    let channels: Vec<_> = (0..args.connections.max(1))
+        .map(|_| server.connect())
+        .collect::<Result<_, _>>()?;
     for worker in 0..args.concurrency {
-        let mut client = SegmentationServiceClient::new(server.channel.clone());
+        let mut client = SegmentationServiceClient::new(channels[worker % channels.len()].clone());
         let token = token.clone();
         let latencies = latencies.clone();
         let customers = args.customers;
@@ -149,8 +155,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("| measure | GetCustomerSegments | redis-benchmark GET |");
     println!("|---|---|---|");
     println!(
-        "| concurrency | {} | {} |",
-        args.concurrency, args.concurrency
+        "| concurrency | {} over {} connections | {} |",
+        args.concurrency, args.connections, args.concurrency
     );
     println!("| throughput | {throughput:.0}/s | {redis_rps:.0}/s |");
     println!("| p50 | {:.3} ms | {redis_p50:.3} ms |", ms(p50));

@@ -96,7 +96,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = keys.mint(
         "bench",
         &[TENANT.to_owned()],
-        &["segmentation.write".to_owned()],
+        &[
+            "segmentation.read".to_owned(),
+            "segmentation.write".to_owned(),
+        ],
         Duration::from_secs(3600),
     )?;
     let mut client = SegmentationServiceClient::new(server.channel.clone());
@@ -165,6 +168,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     wait_swept(&mut conn).await?;
     let second = recompute("recompute after a day's orders (writes the diff)").await?;
     let third = recompute("recompute with nothing changed").await?;
+    let rules = crate::rules::measure(server.channel.clone(), &mut conn, TENANT, &token).await?;
 
     // What a user would write instead: one query with ntile over the same orders.
     let started = Instant::now();
@@ -219,6 +223,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ms(rebuild)
     );
     println!("| SQL ntile baseline | {:.0} ms |", ms(baseline));
+    println!(
+        "| five-condition rule over {} customers: evaluation (PreviewSegment) | {} ms ({:.0} ms end to end; {} match) |",
+        rules.customers,
+        rules.evaluate_ms,
+        ms(rules.preview),
+        rules.matching
+    );
+    println!(
+        "| the same rule as CreateSegment (evaluation, members written to Postgres and Redis) | {:.0} ms |",
+        ms(rules.create)
+    );
+    println!(
+        "| the same conditions as one SQL count over the features table | {:.0} ms |",
+        ms(rules.sql)
+    );
+    for fit in &rules.fits {
+        println!(
+            "| {} fit over {} customers | {} ms, {} iterations |",
+            fit.model, fit.customers, fit.fit_ms, fit.iterations
+        );
+    }
+    println!(
+        "| FitPredictionModels end to end (read every customer, both fits, store) | {:.0} ms |",
+        ms(rules.fit)
+    );
     println!(
         "| speed-up over the baseline (steady-state recompute) | {:.1}x |",
         baseline.as_secs_f64() / second.0.as_secs_f64()

@@ -16,6 +16,7 @@ use tonic_health::pb::health_client::HealthClient;
 pub struct Server {
     child: Child,
     pub channel: Channel,
+    address: String,
 }
 
 impl Server {
@@ -56,11 +57,20 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-            .connect_lazy();
-        let mut server = Self { child, channel };
+        let address = format!("http://127.0.0.1:{port}");
+        let channel = tonic::transport::Endpoint::from_shared(address.clone())?.connect_lazy();
+        let mut server = Self {
+            child,
+            channel,
+            address,
+        };
         server.wait_ready().await?;
         Ok(server)
+    }
+
+    /// A new HTTP/2 connection to the server (`channel` is one shared connection).
+    pub fn connect(&self) -> anyhow::Result<Channel> {
+        Ok(tonic::transport::Endpoint::from_shared(self.address.clone())?.connect_lazy())
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {

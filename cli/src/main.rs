@@ -15,6 +15,9 @@ use boomerang_ingestion::import::{Format, ImportOptions, ItemKind};
 use clap::{Parser, Subcommand};
 use services::{Config, ServiceName};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "boomerang",

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use boomerang_proto::events::{Event, WatchEventsRequest, WatchEventsResponse};
 use boomerang_service_kit::Shutdown;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sqlx::{PgConnection, PgPool};
 use tonic::transport::Channel;
 
@@ -67,6 +67,8 @@ pub struct Consumer<H> {
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Most events handled in one transaction when responses are already waiting.
+const MAX_BATCH_EVENTS: usize = 200;
 
 impl<H: EventHandler> Consumer<H> {
     /// A consumer that stores its cursor (and whatever the handler writes) through `pool`.
@@ -106,7 +108,15 @@ impl<H: EventHandler> Consumer<H> {
         let after = consumer_position(&self.pool, &self.config.name).await?;
         let mut stream = self.open(after).await?;
         while let Some(response) = stream.next().await {
-            let events = response?.events;
+            let mut events = response?.events;
+            // A consumer that fell behind finds more responses already received: handling them in the same
+            // transaction lets it catch up, instead of paying a transaction per response at the rate they come in.
+            while events.len() < MAX_BATCH_EVENTS {
+                match stream.next().now_or_never() {
+                    Some(Some(response)) => events.extend(response?.events),
+                    _ => break,
+                }
+            }
             let Some(last) = events.last() else { continue };
             let last_position = last.position;
             let mut tx = self.pool.begin().await?;

@@ -236,15 +236,14 @@ pub async fn serve(
     };
     let local_addr = listener.local_addr().ok();
     tracing::info!(addr = ?local_addr, services = ?names, "serving grpc");
+    // The builder's tcp_nodelay applies only to listeners it binds itself: set it on the accepted streams, or Nagle's
+    // algorithm holds small responses back until the client's delayed ACK (about 40 ms at the tail).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(stack)
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop_accepting,
-        );
+        .serve_with_incoming_shutdown(incoming, stop_accepting);
     let result = tokio::select! {
         result = server => result.map_err(ServeError::from),
         () = deadline => {

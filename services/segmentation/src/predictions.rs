@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use boomerang_auth::TenantId;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 
-use crate::db::models::{self, BGNBD, FitRow, GAMMA_GAMMA};
+use crate::db::models::{self, BGNBD, BGNBD_PARAMS, FitRow, GAMMA_GAMMA, GAMMA_GAMMA_PARAMS};
 use crate::db::{features, scoring};
 use crate::domain::fit::Fitted;
 use crate::domain::{bgnbd, gamma_gamma, predictions};
@@ -33,6 +33,8 @@ pub enum FitJobError {
 }
 
 fn row<P>(model: &str, fitted: &Fitted<P>, params: Vec<f64>, started: Instant) -> FitRow {
+    // Postgres keeps microseconds: the time read back must equal the time returned.
+    let now = Utc::now().trunc_subsecs(6);
     FitRow {
         model: model.to_owned(),
         params,
@@ -40,8 +42,22 @@ fn row<P>(model: &str, fitted: &Fitted<P>, params: Vec<f64>, started: Instant) -
         customers: fitted.customers as i64,
         iterations: fitted.iterations as i32,
         fit_ms: started.elapsed().as_millis() as i32,
-        fit_time: Utc::now(),
+        fit_time: now,
     }
+}
+
+/// What to tell the caller when parameters ended at their bound.
+fn bound_note(model: &str, names: &[&str], fitted_at_bound: &[usize]) -> Option<String> {
+    if fitted_at_bound.is_empty() {
+        return None;
+    }
+    let which: Vec<&str> = fitted_at_bound.iter().map(|i| names[*i]).collect();
+    Some(format!(
+        "{model}: {} reached the bound of e^±{}: the data has its optimum at the edge (for bgnbd, buyers so \
+         regular that their purchase rates look alike); predictions are those of that limit",
+        which.join(", "),
+        crate::domain::fit::BOUND
+    ))
 }
 
 /// Fits BG/NBD and Gamma-Gamma to every customer with an eligible order, and stores what converged.
@@ -60,13 +76,15 @@ pub async fn fit(writer: &Writer, tenant: &TenantId) -> Result<FitOutcome, FitJo
         let started = Instant::now();
         let bg = bgnbd::fit(&days).map(|f| {
             let p = f.params;
-            row(BGNBD, &f, vec![p.r, p.alpha, p.a, p.b], started)
+            let note = bound_note(BGNBD, BGNBD_PARAMS, &f.at_bound);
+            (row(BGNBD, &f, vec![p.r, p.alpha, p.a, p.b], started), note)
         });
         let repeat: Vec<(u32, f64)> = summaries.iter().map(|(d, m)| (d.frequency, *m)).collect();
         let started = Instant::now();
         let gg = gamma_gamma::fit(&repeat).map(|f| {
             let p = f.params;
-            row(GAMMA_GAMMA, &f, vec![p.p, p.q, p.v], started)
+            let note = bound_note(GAMMA_GAMMA, GAMMA_GAMMA_PARAMS, &f.at_bound);
+            (row(GAMMA_GAMMA, &f, vec![p.p, p.q, p.v], started), note)
         });
         [(BGNBD, bg), (GAMMA_GAMMA, gg)]
     })
@@ -76,9 +94,10 @@ pub async fn fit(writer: &Writer, tenant: &TenantId) -> Result<FitOutcome, FitJo
     let mut tx = writer.pool.begin().await?;
     for (model, result) in results {
         match result {
-            Ok(fit) => {
+            Ok((fit, note)) => {
                 models::save(&mut tx, tenant.as_str(), &fit).await?;
                 outcome.fits.push(fit);
+                outcome.problems.extend(note);
             }
             Err(err) => outcome.problems.push(format!("{model}: {err}")),
         }

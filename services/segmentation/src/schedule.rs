@@ -59,7 +59,8 @@ pub async fn run(writer: Writer, schedule: Schedule, shutdown: Shutdown) {
 async fn rebuild(writer: &Writer, tenants: Vec<String>) {
     for tenant in tenants {
         match writer.rebuild(&tenant).await {
-            Ok(customers) => tracing::info!(%tenant, customers, "membership cache rebuilt"),
+            Ok(Some(customers)) => tracing::info!(%tenant, customers, "membership cache rebuilt"),
+            Ok(None) => {}
             Err(err) => {
                 tracing::warn!(%tenant, error = %err, "cache rebuild failed; retrying at the next tick");
                 writer.defer_rebuild(&tenant);

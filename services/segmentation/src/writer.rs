@@ -342,8 +342,9 @@ impl Writer {
         }
     }
 
-    /// Rebuilds the tenant's cache from Postgres.
-    pub async fn rebuild(&self, tenant: &str) -> Result<usize, RebuildError> {
+    /// Rebuilds the tenant's cache from Postgres, unless it already holds the current version (a rebuild asked for
+    /// twice, by a failed write and by the tick's check, runs once).
+    pub async fn rebuild(&self, tenant: &str) -> Result<Option<usize>, RebuildError> {
         let _lock = self.lock(tenant).await;
         let mut tx = self.pool.begin().await?;
         let version: Option<i64> =
@@ -351,12 +352,15 @@ impl Writer {
                 .bind(tenant)
                 .fetch_optional(&mut *tx)
                 .await?;
+        if version.is_some() && self.cache.version(tenant).await? == version {
+            return Ok(None);
+        }
         let members = memberships::all_current(&mut tx, tenant).await?;
         tx.commit().await?;
         self.cache
             .rebuild(tenant, version.unwrap_or(0), &members)
             .await?;
-        Ok(members.len())
+        Ok(Some(members.len()))
     }
 
     /// Tenants whose cache does not hold their current membership version.

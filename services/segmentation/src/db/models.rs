@@ -9,6 +9,9 @@ use crate::domain::predictions::Models;
 
 pub const BGNBD: &str = "bgnbd";
 pub const GAMMA_GAMMA: &str = "gamma_gamma";
+/// Parameter names, in the order `params` holds them.
+pub const BGNBD_PARAMS: &[&str] = &["r", "alpha", "a", "b"];
+pub const GAMMA_GAMMA_PARAMS: &[&str] = &["p", "q", "v"];
 
 /// One stored fit.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -26,8 +29,8 @@ impl FitRow {
     /// Parameter names, in the order `params` holds them.
     pub fn names(&self) -> &'static [&'static str] {
         match self.model.as_str() {
-            BGNBD => &["r", "alpha", "a", "b"],
-            _ => &["p", "q", "v"],
+            BGNBD => BGNBD_PARAMS,
+            _ => GAMMA_GAMMA_PARAMS,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! still buying ("alive"), and how many purchases to expect from it over a horizon. The model is unit-free; Boomerang
 //! uses days throughout. The four parameters are fitted per tenant by maximum likelihood ([`fit`]).
 
-use super::fit::{FitError, Fitted, ln_gamma, minimize_positive};
+use super::fit::{FitError, Fitted, minimize_positive};
 
 /// The model's parameters: purchase rates are Gamma(r, α); drop-out probabilities are Beta(a, b).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,8 +32,9 @@ impl BgNbd {
             return 0.0;
         }
         let x = s.frequency;
+        // ln((α + T) / (α + tₓ)) through ln_1p: exact even when α is huge (purchase rates nearly alike).
         let log_odds = (self.a / (self.b + x - 1.0)).ln()
-            + (self.r + x) * ((self.alpha + s.age) / (self.alpha + s.recency)).ln();
+            + (self.r + x) * ((s.age - s.recency) / (self.alpha + s.recency)).ln_1p();
         log_odds.exp()
     }
 
@@ -47,7 +48,7 @@ impl BgNbd {
     pub fn expected_purchases(&self, s: &Summary, horizon: f64) -> f64 {
         let (r, alpha, a, b, x) = (self.r, self.alpha, self.a, self.b, s.frequency);
         let z = horizon / (alpha + s.age + horizon);
-        let decay = ((alpha + s.age) / (alpha + s.age + horizon)).powf(r + x);
+        let decay = (-(r + x) * (horizon / (alpha + s.age)).ln_1p()).exp();
         let hyper = hyp2f1(r + x, b + x, a + b + x - 1.0, z);
         ((a + b + x - 1.0) / (a - 1.0)) * (1.0 - decay * hyper) / (1.0 + self.dropout_odds(s))
     }
@@ -115,33 +116,42 @@ impl Groups {
     /// The log-likelihood of every customer under `m`, summed (Fader, Hardie & Lee 2005, equation 6):
     /// `ln Γ(r+x) − ln Γ(r) + r ln α + ln B(a, b+x) − ln B(a, b)
     ///  + ln[(α+T)^−(r+x) + [x>0] · a/(b+x−1) · (α+tₓ)^−(r+x)]`.
+    ///
+    /// Written so that it stays exact when r and α grow together (the optimum of very regular buyers lies far
+    /// out along that ridge): the Gamma-function ratios become sums `Σₖ<ₓ ln(r+k) + ln(b+k) − ln(a+b+k)`, and
+    /// `r ln α − (r+x) ln(α+T)` becomes `−x ln(α+T) − r ln(1 + T/α)`.
     fn log_likelihood(&self, m: &BgNbd) -> f64 {
-        let ln_alpha_plus: Vec<f64> = (0..=self.max_day)
+        let days = 0..=self.max_day;
+        let ln_alpha_plus: Vec<f64> = days
+            .clone()
             .map(|d| (m.alpha + f64::from(d)).ln())
             .collect();
-        let shared = -ln_gamma(m.r) + m.r * m.alpha.ln() + ln_gamma(m.a + m.b) - ln_gamma(m.b);
-        let per_frequency: Vec<(f64, f64, f64)> = self
-            .frequencies
-            .iter()
-            .map(|&x| {
-                let x = f64::from(x);
-                let constant =
-                    shared + ln_gamma(m.r + x) + ln_gamma(m.b + x) - ln_gamma(m.a + m.b + x);
-                let dropout = if x > 0.0 {
-                    m.a.ln() - (m.b + x - 1.0).ln()
-                } else {
-                    f64::NEG_INFINITY
-                };
-                (constant, m.r + x, dropout)
-            })
-            .collect();
+        let ln_1p_over_alpha: Vec<f64> = days.map(|d| (f64::from(d) / m.alpha).ln_1p()).collect();
+        let mut per_frequency: Vec<(f64, f64, f64)> = Vec::with_capacity(self.frequencies.len());
+        let (mut k, mut sum) = (0u32, 0.0);
+        for &x in &self.frequencies {
+            while k < x {
+                let kf = f64::from(k);
+                sum += (m.r + kf).ln() + (m.b + kf).ln() - (m.a + m.b + kf).ln();
+                k += 1;
+            }
+            let x = f64::from(x);
+            let dropout = if x > 0.0 {
+                m.a.ln() - (m.b + x - 1.0).ln()
+            } else {
+                f64::NEG_INFINITY
+            };
+            per_frequency.push((sum, x, dropout));
+        }
         self.rows
             .iter()
             .map(|&(i, recency, age, customers)| {
-                let (constant, rx, dropout) = per_frequency[i];
-                let alive = -rx * ln_alpha_plus[age as usize];
-                let dropped = dropout - rx * ln_alpha_plus[recency as usize];
-                customers * (constant + log_add_exp(alive, dropped))
+                let (sum, x, dropout) = per_frequency[i];
+                let (age, recency) = (age as usize, recency as usize);
+                let alive = -x * ln_alpha_plus[age] - m.r * ln_1p_over_alpha[age];
+                let dropped =
+                    dropout - x * ln_alpha_plus[recency] - m.r * ln_1p_over_alpha[recency];
+                customers * (sum + log_add_exp(alive, dropped))
             })
             .sum()
     }
@@ -182,6 +192,7 @@ pub fn fit(customers: &[Days]) -> Result<Fitted<BgNbd>, FitError> {
         log_likelihood: groups.log_likelihood(&params),
         customers: customers.len(),
         iterations: optimum.iterations,
+        at_bound: optimum.at_bound,
     })
 }
 

@@ -12,6 +12,8 @@ pub struct Fitted<P> {
     pub log_likelihood: f64,
     pub customers: usize,
     pub iterations: u64,
+    /// Indexes of the parameters that ended at their bound ([`BOUND`]).
+    pub at_bound: Vec<usize>,
 }
 
 /// Where the optimiser stopped.
@@ -22,7 +24,14 @@ pub struct Optimum {
     /// The objective at `params`.
     pub value: f64,
     pub iterations: u64,
+    /// Indexes of the parameters that ended at their bound.
+    pub at_bound: Vec<usize>,
 }
+
+/// Parameters stay within e^±25 (about 1.4e-11 to 7.2e10). Some data has its optimum at infinity (for BG/NBD:
+/// buyers so regular that their purchase rates look identical, r and α growing together); the bound stops the
+/// search where the predictions no longer change, and the fit reports which parameters reached it.
+pub const BOUND: f64 = 25.0;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FitError {
@@ -48,7 +57,10 @@ impl<F: Fn(&[f64]) -> f64> CostFunction for LogSpace<F> {
     type Output = f64;
 
     fn cost(&self, log_params: &Vec<f64>) -> Result<f64, argmin::core::Error> {
-        let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
+        let params: Vec<f64> = log_params
+            .iter()
+            .map(|p| p.clamp(-BOUND, BOUND).exp())
+            .collect();
         let value = (self.objective)(&params);
         // The simplex treats a non-finite value as the worst point and moves away from it.
         Ok(if value.is_finite() { value } else { f64::MAX })
@@ -87,10 +99,17 @@ pub fn minimize_positive(
     let best = state
         .get_best_param()
         .ok_or_else(|| FitError::Optimiser("no parameters".into()))?;
+    let clamped: Vec<f64> = best.iter().map(|p| p.clamp(-BOUND, BOUND)).collect();
     Ok(Optimum {
-        params: best.iter().map(|p| p.exp()).collect(),
+        params: clamped.iter().map(|p| p.exp()).collect(),
         value: state.get_best_cost(),
         iterations,
+        at_bound: clamped
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.abs() >= BOUND - 1e-9)
+            .map(|(i, _)| i)
+            .collect(),
     })
 }
 
@@ -111,6 +130,17 @@ mod tests {
         assert!((optimum.params[0] - 2.0).abs() < 1e-5, "{optimum:?}");
         assert!((optimum.params[1] - 0.5).abs() < 1e-5, "{optimum:?}");
         assert!(optimum.value < 1e-10);
+        assert!(optimum.at_bound.is_empty());
+    }
+
+    #[test]
+    fn an_optimum_at_infinity_stops_at_the_bound_and_says_so() {
+        // Decreasing forever in the first parameter: the search ends at e^25 and reports it.
+        let slope = |p: &[f64]| -p[0].ln() + (p[1].ln() - 1.0).powi(2);
+        let optimum = minimize_positive(slope, &[1.0, 1.0], 1e-14).unwrap();
+        assert_eq!(optimum.at_bound, [0]);
+        assert!((optimum.params[0] - BOUND.exp()).abs() < 1.0);
+        assert!((optimum.params[1] - 1f64.exp()).abs() < 1e-4);
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub fn fit(customers: &[(u32, f64)]) -> Result<Fitted<GammaGamma>, FitError> {
         log_likelihood: groups.log_likelihood(&params),
         customers: groups.customers,
         iterations: optimum.iterations,
+        at_bound: optimum.at_bound,
     })
 }
 

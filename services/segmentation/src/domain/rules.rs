@@ -1290,6 +1290,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// A compiled rule agrees with the same condition written in Rust, whichever order its sides are in, and a
+        /// customer without orders (no recency) matches only when the other side decides.
+        #[test]
+        fn rules_agree_with_the_condition_they_spell(
+            frequency in 0u32..8,
+            monetary in 0i64..50_000,
+            days_ago in 0i64..400,
+            min_frequency in 0u32..8,
+            min_monetary in 0i64..50_000,
+            max_days in 0i64..400,
+        ) {
+            let features = Features {
+                frequency,
+                monetary,
+                last_day: (frequency > 0).then(|| day("2026-12-01") - chrono::Days::new(days_ago as u64)),
+                ..Features::default()
+            };
+            let recency = features.last_day.map(|_| days_ago);
+            let expected = frequency >= min_frequency
+                && (monetary > min_monetary || recency.is_some_and(|r| r < max_days));
+            let a = format!("frequency >= {min_frequency}");
+            let b = format!("(monetary > {min_monetary} || recency_days < {max_days})");
+            let c = format!("(recency_days < {max_days} || monetary > {min_monetary})");
+            for rule in [format!("{a} && {b}"), format!("{b} && {a}"), format!("{c} && {a}")] {
+                let got = compile(&rule).unwrap().matches(&subject(&features)) == Ok(true);
+                proptest::prop_assert_eq!(got, expected, "{}", rule);
+            }
+        }
+    }
+
     #[test]
     fn birthdays_wrap_the_year_and_leap_days_move_to_the_28th() {
         assert_eq!(days_to_birthday(day("1990-12-01"), day("2026-12-01")), 0);

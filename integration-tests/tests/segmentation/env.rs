@@ -1,0 +1,308 @@
+//! The environment of the segmentation tests: ingestion and segmentation as two servers (two Deployments),
+//! segmentation consuming ingestion's events, and helpers to feed and read them.
+
+use std::time::Duration;
+
+use boomerang_proto::ingestion as ipb;
+use boomerang_proto::ingestion::ingestion_service_client::IngestionServiceClient;
+use boomerang_proto::segmentation as pb;
+use boomerang_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
+use boomerang_service_kit::Platform;
+use boomerang_service_kit::time::to_timestamp;
+use boomerang_testkit::{TestDb, TestRedis, TestServer, authed, eventually};
+use chrono::{DateTime, Utc};
+use tonic::transport::Channel;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Ingestion and segmentation as two servers (two Deployments), segmentation consuming ingestion's events.
+pub struct Env {
+    _db: TestDb,
+    _redis: TestRedis,
+    pub redis_prefix: String,
+    pub ingestion: TestServer,
+    pub segmentation: TestServer,
+    pub segmentation_pool: sqlx::PgPool,
+}
+
+pub async fn start(redis_url: Option<&str>) -> Env {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new();
+    let platform = boomerang_testkit::platform(&db, &redis);
+    boomerang_ingestion::migrate(&boomerang_ingestion::pool(&platform).unwrap())
+        .await
+        .unwrap();
+    let ingestion_config: boomerang_ingestion::config::Section =
+        boomerang_service_kit::config::load(&[boomerang_ingestion::DEFAULTS], None).unwrap();
+    let ingestion = TestServer::start(
+        &platform,
+        vec![boomerang_ingestion::build(&platform, &ingestion_config.ingestion).unwrap()],
+    )
+    .await;
+
+    let mut kit = boomerang_testkit::kit_config(&db, &redis);
+    if let Some(url) = redis_url {
+        kit.redis.url = url.to_owned();
+    }
+    let seg_platform = Platform::new(kit, boomerang_service_kit::Shutdown::new()).unwrap();
+    let segmentation_pool = boomerang_segmentation::pool(&seg_platform).unwrap();
+    boomerang_segmentation::migrate(&segmentation_pool)
+        .await
+        .unwrap();
+    let mut config = section();
+    config.ingestion_url = format!("http://{}", ingestion.addr());
+    config.tick_ms = 200;
+    let segmentation = TestServer::start(
+        &seg_platform,
+        vec![boomerang_segmentation::build(&seg_platform, &config).unwrap()],
+    )
+    .await;
+    Env {
+        redis_prefix: redis.prefix().to_owned(),
+        _db: db,
+        _redis: redis,
+        ingestion,
+        segmentation,
+        segmentation_pool,
+    }
+}
+
+pub fn section() -> boomerang_segmentation::SegmentationConfig {
+    #[derive(serde::Deserialize)]
+    struct Section {
+        segmentation: boomerang_segmentation::SegmentationConfig,
+    }
+    let section: Section =
+        boomerang_service_kit::config::load(&[boomerang_segmentation::DEFAULTS], None).unwrap();
+    section.segmentation
+}
+
+impl Env {
+    pub fn writer_token(&self, tenant: &str) -> String {
+        self.ingestion.token(&[tenant], &["ingestion.*"])
+    }
+
+    pub fn reader_token(&self, tenant: &str) -> String {
+        self.segmentation
+            .token(&[tenant], &["segmentation.*", "events.watch"])
+    }
+
+    pub fn ingest(&self) -> IngestionServiceClient<Channel> {
+        IngestionServiceClient::new(self.ingestion.channel())
+    }
+
+    pub fn segments(&self) -> SegmentationServiceClient<Channel> {
+        SegmentationServiceClient::new(self.segmentation.channel())
+    }
+
+    /// Orders of customers known by their external id: (order id, external id, days ago, amount, status), placed
+    /// on the web.
+    pub async fn orders(&self, tenant: &str, orders: &[(&str, &str, i64, i64, ipb::OrderStatus)]) {
+        let orders = orders
+            .iter()
+            .map(|(id, customer, days_ago, amount, status)| {
+                order(id, customer, *days_ago, *amount, *status)
+            })
+            .collect();
+        self.ingest_orders(tenant, orders).await;
+    }
+
+    pub async fn ingest_orders(&self, tenant: &str, orders: Vec<ipb::Order>) {
+        let response = self
+            .ingest()
+            .ingest_orders(authed(
+                &self.writer_token(tenant),
+                ipb::IngestOrdersRequest {
+                    parent: format!("tenants/{tenant}"),
+                    orders,
+                    mode: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.summary.unwrap().invalid, 0);
+    }
+
+    /// Sets a customer's marketing consent on one channel.
+    pub async fn consent(
+        &self,
+        tenant: &str,
+        external: &str,
+        channel: ipb::ConsentChannel,
+        granted: bool,
+    ) {
+        let response = self
+            .ingest()
+            .set_consents(authed(
+                &self.writer_token(tenant),
+                ipb::SetConsentsRequest {
+                    parent: format!("tenants/{tenant}"),
+                    changes: vec![ipb::ConsentChange {
+                        customer: Some(external_id(external)),
+                        consent: Some(ipb::Consent {
+                            channel: channel as i32,
+                            purpose: ipb::ConsentPurpose::Marketing as i32,
+                            granted,
+                            change_time: Some(to_timestamp(Utc::now())),
+                            source: "test".into(),
+                        }),
+                    }],
+                    mode: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.summary.unwrap().invalid, 0);
+    }
+
+    /// Creates or updates a customer known by its external id, with a birth date.
+    pub async fn born(&self, tenant: &str, external: &str, birth_date: &str) {
+        let response = self
+            .ingest()
+            .upsert_customers(authed(
+                &self.writer_token(tenant),
+                ipb::UpsertCustomersRequest {
+                    parent: format!("tenants/{tenant}"),
+                    customers: vec![ipb::CustomerRecord {
+                        identifiers: vec![external_id(external)],
+                        birth_date: birth_date.into(),
+                        ..Default::default()
+                    }],
+                    mode: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.summary.unwrap().invalid, 0);
+    }
+
+    pub async fn customer(&self, tenant: &str, external: &str) -> String {
+        self.ingest()
+            .lookup_customer(authed(
+                &self.writer_token(tenant),
+                ipb::LookupCustomerRequest {
+                    parent: format!("tenants/{tenant}"),
+                    identifier: Some(ipb::Identifier {
+                        kind: ipb::IdentifierKind::External as i32,
+                        value: external.into(),
+                        namespace: String::new(),
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .name
+    }
+
+    pub async fn segments_of(&self, tenant: &str, customer: &str) -> (Vec<String>, String) {
+        let response = self
+            .segments()
+            .get_customer_segments(authed(
+                &self.reader_token(tenant),
+                pb::GetCustomerSegmentsRequest {
+                    customer: customer.into(),
+                    as_of_time: None,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let slugs = response
+            .segments
+            .iter()
+            .map(|s| s.rsplit('/').next().unwrap().to_owned())
+            .collect();
+        (slugs, response.source)
+    }
+
+    /// Waits until the customer's segments, read from the cache, satisfy `check`.
+    pub async fn wait_for(
+        &self,
+        tenant: &str,
+        customer: &str,
+        what: &str,
+        check: impl Fn(&[String]) -> bool,
+    ) {
+        eventually(WAIT, what, || async {
+            let (segments, source) = self.segments_of(tenant, customer).await;
+            (source == "cache" && check(&segments)).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn members(
+        &self,
+        tenant: &str,
+        segment: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Vec<String> {
+        self.segments()
+            .list_segment_members(authed(
+                &self.reader_token(tenant),
+                pb::ListSegmentMembersRequest {
+                    segment: format!("tenants/{tenant}/segments/{segment}"),
+                    as_of_time: as_of.map(to_timestamp),
+                    page_size: 0,
+                    page_token: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .into_iter()
+            .map(|m| m.external_id)
+            .collect()
+    }
+
+    pub async fn explain(&self, tenant: &str, customer: &str) -> pb::ExplainCustomerResponse {
+        self.segments()
+            .explain_customer(authed(
+                &self.reader_token(tenant),
+                pb::ExplainCustomerRequest {
+                    customer: customer.into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+pub fn external_id(value: &str) -> ipb::Identifier {
+    ipb::Identifier {
+        kind: ipb::IdentifierKind::External as i32,
+        value: value.into(),
+        namespace: String::new(),
+    }
+}
+
+/// A web order of a customer known by its external id, placed `days_ago`.
+pub fn order(
+    id: &str,
+    customer: &str,
+    days_ago: i64,
+    amount: i64,
+    status: ipb::OrderStatus,
+) -> ipb::Order {
+    ipb::Order {
+        order_id: id.into(),
+        customer: Some(external_id(customer)),
+        channel: ipb::Channel::Web as i32,
+        place_time: Some(to_timestamp(Utc::now() - chrono::Duration::days(days_ago))),
+        status: status as i32,
+        amount: Some(ipb::Money {
+            currency_code: "EUR".into(),
+            minor_units: amount,
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn has(segments: &[String], slug: &str) -> bool {
+    segments.iter().any(|s| s == slug)
+}
