@@ -2,19 +2,18 @@
 //! included), against a raw `COPY` of the same order rows into a bare table.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use boomerang_auth::TokenKeys;
 use boomerang_proto::ingestion as pb;
 use boomerang_proto::ingestion::ingestion_service_client::IngestionServiceClient;
 use boomerang_service_kit::time::to_timestamp;
 use boomerang_synthetic::{Channel, Retailer, Status};
-use boomerang_testkit::{TEST_SECRET, TestDb, authed};
+use boomerang_testkit::authed;
 use futures::StreamExt;
-use sqlx::Connection;
+use sqlx::{Connection, PgConnection};
 
 use crate::report::{ms, peak_rss_mib, quantile};
-use crate::server::Server;
+use crate::server::{self, Server, TENANT};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,26 +33,11 @@ pub struct Args {
     seed: u64,
 }
 
-const TENANT: &str = "bench";
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let db = TestDb::new().await;
+    let db = server::database(&["ingestion"]).await?;
     let pool_size = (args.concurrency as u32 + 4).max(8);
-    let postgres = boomerang_service_kit::config::PostgresConfig {
-        url: db.url().to_owned(),
-        max_connections: 2,
-        acquire_timeout_ms: 5_000,
-    };
-    let pool = boomerang_service_kit::db::pool(&postgres, boomerang_ingestion::SCHEMA)?;
-    boomerang_ingestion::migrate(&pool).await?;
     let server = Server::start(db.url(), "ingestion", pool_size, &[]).await?;
-    let keys = TokenKeys::from_secret(TEST_SECRET.as_bytes())?;
-    let token = keys.mint(
-        "bench",
-        &[TENANT.to_owned()],
-        &["ingestion.write".to_owned()],
-        Duration::from_secs(3600),
-    )?;
+    let token = server::token(&["ingestion.write"])?;
     let client = IngestionServiceClient::new(server.channel.clone())
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
@@ -149,8 +133,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let server_peak = server.peak_rss_mib();
     server.stop()?;
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-        .fetch_one(&pool)
+    let mut conn = PgConnection::connect(db.url()).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM ingestion.orders")
+        .fetch_one(&mut conn)
         .await?;
     anyhow::ensure!(
         accepted == args.orders && stored as u64 == args.orders,

@@ -6,17 +6,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use boomerang_auth::TokenKeys;
 use boomerang_proto::ingestion as pb;
 use boomerang_proto::ingestion::ingestion_service_client::IngestionServiceClient;
 use boomerang_service_kit::time::to_timestamp;
-use boomerang_testkit::{TEST_SECRET, TestDb, authed, unique_name};
+use boomerang_testkit::{authed, unique_name};
 use chrono::Utc;
 use futures::StreamExt;
 use sqlx::{Connection, PgConnection};
 
 use crate::report::{ms, quantile};
-use crate::server::Server;
+use crate::server::{self, Server, TENANT};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,8 +32,6 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     warmup_seconds: u64,
 }
-
-const TENANT: &str = "bench";
 
 fn order(id: String, customer: String, amount: i64) -> pb::Order {
     pb::Order {
@@ -56,22 +53,7 @@ fn order(id: String, customer: String, amount: i64) -> pb::Order {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let db = TestDb::new().await;
-    let postgres = boomerang_service_kit::config::PostgresConfig {
-        url: db.url().to_owned(),
-        max_connections: 2,
-        acquire_timeout_ms: 5_000,
-    };
-    boomerang_ingestion::migrate(&boomerang_service_kit::db::pool(
-        &postgres,
-        boomerang_ingestion::SCHEMA,
-    )?)
-    .await?;
-    boomerang_segmentation::migrate(&boomerang_service_kit::db::pool(
-        &postgres,
-        boomerang_segmentation::SCHEMA,
-    )?)
-    .await?;
+    let db = server::database(&["ingestion", "segmentation"]).await?;
     let prefix = unique_name("bench");
     let server = Server::start(
         db.url(),
@@ -83,13 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ],
     )
     .await?;
-    let keys = TokenKeys::from_secret(TEST_SECRET.as_bytes())?;
-    let token = keys.mint(
-        "bench",
-        &[TENANT.to_owned()],
-        &["ingestion.write".to_owned()],
-        Duration::from_secs(3600),
-    )?;
+    let token = server::token(&["ingestion.write"])?;
     let client = IngestionServiceClient::new(server.channel.clone());
     let ingest = |orders: Vec<pb::Order>| {
         let mut client = client.clone();

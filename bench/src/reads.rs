@@ -4,14 +4,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use boomerang_auth::TokenKeys;
 use boomerang_proto::segmentation as pb;
 use boomerang_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
-use boomerang_testkit::{TEST_SECRET, TestDb, authed, unique_name};
+use boomerang_testkit::{authed, unique_name};
 use sqlx::{Connection, PgConnection};
 
 use crate::report::{ms, quantile};
-use crate::server::Server;
+use crate::server::{self, Server, TENANT};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,17 +28,8 @@ pub struct Args {
     connections: usize,
 }
 
-const TENANT: &str = "bench";
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let db = TestDb::new().await;
-    let postgres = boomerang_service_kit::config::PostgresConfig {
-        url: db.url().to_owned(),
-        max_connections: 2,
-        acquire_timeout_ms: 5_000,
-    };
-    let pool = boomerang_service_kit::db::pool(&postgres, boomerang_segmentation::SCHEMA)?;
-    boomerang_segmentation::migrate(&pool).await?;
+    let db = server::database(&["segmentation"]).await?;
     let mut conn = PgConnection::connect(db.url()).await?;
     // Every customer in an RFM group and a lifecycle state; the service finds its cache behind the membership
     // version at its first tick and builds it.
@@ -75,13 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ready_key = format!("{prefix}:{{{TENANT}}}:ready");
     crate::cache::wait_complete(&mut redis_conn, &ready_key).await?;
 
-    let keys = TokenKeys::from_secret(TEST_SECRET.as_bytes())?;
-    let token = keys.mint(
-        "bench",
-        &[TENANT.to_owned()],
-        &["segmentation.read".to_owned()],
-        Duration::from_secs(3600),
-    )?;
+    let token = server::token(&["segmentation.read"])?;
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();

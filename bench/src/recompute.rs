@@ -4,15 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use boomerang_auth::TokenKeys;
 use boomerang_proto::segmentation as pb;
 use boomerang_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
 use boomerang_synthetic::{Channel, Retailer, Status};
-use boomerang_testkit::{TEST_SECRET, TestDb, authed, unique_name};
+use boomerang_testkit::{authed, unique_name};
 use sqlx::{Connection, PgConnection};
 
 use crate::report::ms;
-use crate::server::Server;
+use crate::server::{self, Server, TENANT};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,17 +26,8 @@ pub struct Args {
     seed: u64,
 }
 
-const TENANT: &str = "bench";
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let db = TestDb::new().await;
-    let postgres = boomerang_service_kit::config::PostgresConfig {
-        url: db.url().to_owned(),
-        max_connections: 2,
-        acquire_timeout_ms: 5_000,
-    };
-    let pool = boomerang_service_kit::db::pool(&postgres, boomerang_segmentation::SCHEMA)?;
-    boomerang_segmentation::migrate(&pool).await?;
+    let db = server::database(&["segmentation"]).await?;
     let prefix = unique_name("bench");
     let mut conn = PgConnection::connect(db.url()).await?;
     sqlx::query("SET search_path TO segmentation")
@@ -92,16 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         features as f64 / sweep.as_secs_f64()
     );
 
-    let keys = TokenKeys::from_secret(TEST_SECRET.as_bytes())?;
-    let token = keys.mint(
-        "bench",
-        &[TENANT.to_owned()],
-        &[
-            "segmentation.read".to_owned(),
-            "segmentation.write".to_owned(),
-        ],
-        Duration::from_secs(3600),
-    )?;
+    let token = server::token(&["segmentation.read", "segmentation.write"])?;
     let mut client = SegmentationServiceClient::new(server.channel.clone());
     let mut recompute =
         async |label: &str| -> anyhow::Result<(Duration, pb::RecomputeResponse, f64)> {

@@ -6,11 +6,52 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use boomerang_testkit::TEST_SECRET;
+use boomerang_auth::TokenKeys;
+use boomerang_testkit::{TEST_SECRET, TestDb};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+/// The benchmarks' tenant.
+pub const TENANT: &str = "bench";
+
+/// A fresh database with the schemas of `services` (`ingestion`, `segmentation`) migrated.
+pub async fn database(services: &[&str]) -> anyhow::Result<TestDb> {
+    let db = TestDb::new().await;
+    let postgres = boomerang_service_kit::config::PostgresConfig {
+        url: db.url().to_owned(),
+        max_connections: 2,
+        acquire_timeout_ms: 5_000,
+    };
+    for service in services {
+        match *service {
+            "ingestion" => {
+                let pool = boomerang_service_kit::db::pool(&postgres, boomerang_ingestion::SCHEMA)?;
+                boomerang_ingestion::migrate(&pool).await?;
+            }
+            "segmentation" => {
+                let pool =
+                    boomerang_service_kit::db::pool(&postgres, boomerang_segmentation::SCHEMA)?;
+                boomerang_segmentation::migrate(&pool).await?;
+            }
+            other => anyhow::bail!("no service {other}"),
+        }
+    }
+    Ok(db)
+}
+
+/// A token for the benchmarks' tenant with `scopes`, signed with the secret the server is started with.
+pub fn token(scopes: &[&str]) -> anyhow::Result<String> {
+    let keys = TokenKeys::from_secret(TEST_SECRET.as_bytes())?;
+    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    Ok(keys.mint(
+        "bench",
+        &[TENANT.to_owned()],
+        &scopes,
+        Duration::from_secs(3600),
+    )?)
+}
 
 /// A running `boomerang serve`.
 pub struct Server {

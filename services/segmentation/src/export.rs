@@ -35,10 +35,7 @@ pub async fn rfm(
     as_of: NaiveDate,
     out: impl Write,
 ) -> Result<usize, ExportError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = crate::db::snapshot(pool).await?;
     let effective = settings::load(&mut tx, tenant).await?;
     let rows: Vec<(String, i32, i64, i64)> = sqlx::query_as(
         "SELECT coalesce(c.external_id, o.customer_id::text), ($3::date - max(d.day))::int4, count(*), sum(o.amount_minor)::int8
@@ -149,10 +146,7 @@ pub async fn predictions(
     as_of: NaiveDate,
     out: impl Write,
 ) -> Result<usize, ExportError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = crate::db::snapshot(pool).await?;
     let effective = settings::load(&mut tx, tenant).await?;
     let fits = models::all(&mut tx, tenant).await?;
     let models = models::models(&fits).ok_or(ExportError::NoModels)?;

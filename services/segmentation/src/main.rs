@@ -6,6 +6,8 @@ use boomerang_service_kit::{Platform, Shutdown};
 use clap::Parser;
 use serde::Deserialize;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(about = "Boomerang segmentation service")]
 struct Args {

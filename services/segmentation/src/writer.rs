@@ -16,7 +16,7 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 
 use crate::cache::{Applied, Cache};
 use crate::db::custom::{self, CustomRow, Definition};
-use crate::db::features::{self, Stored};
+use crate::db::features::{self, Population, Stored};
 use crate::db::memberships::{self, Change};
 use crate::db::{scoring, settings};
 use crate::domain::clusters;
@@ -213,7 +213,7 @@ impl Writer {
         let today = now.date_naive();
         let scoring = scoring::load(conn, tenant.as_str()).await?;
         let started = Instant::now();
-        let all = features::load_all(conn, tenant.as_str()).await?;
+        let all = features::load_all(conn, &self.pool, tenant.as_str()).await?;
         let load = started.elapsed();
         let started = Instant::now();
         // Scoring a million customers is CPU work: off the async workers, split over the cores.
@@ -503,7 +503,7 @@ type PartDiff = (Vec<Change>, Vec<(i64, Stored)>);
 
 /// Takes the boundaries (and clusters) from the population and evaluates every customer, in parallel over the
 /// cores.
-fn evaluate_all(all: &[(Features, Stored)], today: NaiveDate, mut scoring: Scoring) -> Evaluated {
+fn evaluate_all(all: &Population, today: NaiveDate, mut scoring: Scoring) -> Evaluated {
     let population: Vec<(i64, RfmValues)> = all
         .iter()
         .filter_map(|(f, _)| Some((f.customer_id, f.rfm_values(today)?)))
@@ -526,11 +526,11 @@ fn evaluate_all(all: &[(Features, Stored)], today: NaiveDate, mut scoring: Scori
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let chunk = all.len().div_ceil(threads).max(1);
     let scoring_ref = &scoring;
     let parts: Vec<PartDiff> = std::thread::scope(|scope| {
         let handles: Vec<_> = all
-            .chunks(chunk)
+            .slices(threads)
+            .into_iter()
             .map(|part| {
                 scope.spawn(move || {
                     let mut changes = Vec::new();

@@ -7,6 +7,13 @@ use boomerang_service_kit::time::from_timestamp;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgConnection;
 
+/// An event's time; ingestion always sets it, so a missing one (never expected) is stored as the epoch rather than
+/// failing the whole stream.
+fn time(t: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
+    t.and_then(from_timestamp)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
 /// Stores customers' external ids and birth dates; returns the customers (whose features may have changed).
 pub async fn upsert_customers(
     conn: &mut PgConnection,
@@ -56,15 +63,9 @@ pub async fn upsert_consents(
     let customers: Vec<i64> = marketing.iter().map(|(id, _)| *id).collect();
     let channels: Vec<i16> = marketing.iter().map(|(_, c)| c.channel as i16).collect();
     let granted: Vec<bool> = marketing.iter().map(|(_, c)| c.granted).collect();
-    let epoch = DateTime::<Utc>::UNIX_EPOCH;
     let times: Vec<DateTime<Utc>> = marketing
         .iter()
-        .map(|(_, c)| {
-            c.change_time
-                .as_ref()
-                .and_then(from_timestamp)
-                .unwrap_or(epoch)
-        })
+        .map(|(_, c)| time(c.change_time.as_ref()))
         .collect();
     sqlx::query(
         "INSERT INTO consents AS k (tenant_id, customer_id, channel, granted, change_time)
@@ -113,19 +114,10 @@ pub async fn upsert_orders(
     for order in orders {
         latest.insert(order.order_id.as_str(), order);
     }
-    let epoch = DateTime::<Utc>::UNIX_EPOCH;
     let orders: Vec<&pb::OrderChange> = latest.into_values().collect();
     let ids: Vec<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
     let customers: Vec<i64> = orders.iter().map(|o| o.customer_id).collect();
-    let times: Vec<DateTime<Utc>> = orders
-        .iter()
-        .map(|o| {
-            o.place_time
-                .as_ref()
-                .and_then(from_timestamp)
-                .unwrap_or(epoch)
-        })
-        .collect();
+    let times: Vec<DateTime<Utc>> = orders.iter().map(|o| time(o.place_time.as_ref())).collect();
     let eligible: Vec<bool> = orders
         .iter()
         .map(|o| {
@@ -183,7 +175,6 @@ pub async fn insert_transactions(
 ) -> Result<Vec<i64>, sqlx::Error> {
     let known: Vec<&pb::TransactionChange> =
         transactions.iter().filter(|t| t.customer_id != 0).collect();
-    let epoch = DateTime::<Utc>::UNIX_EPOCH;
     let ids: Vec<&str> = known.iter().map(|t| t.transaction_id.as_str()).collect();
     let customers: Vec<i64> = known.iter().map(|t| t.customer_id).collect();
     let merchants: Vec<&str> = known.iter().map(|t| t.merchant_id.as_str()).collect();
@@ -192,15 +183,7 @@ pub async fn insert_transactions(
         .iter()
         .map(|t| t.amount.as_ref().map_or(0, |a| a.minor_units))
         .collect();
-    let times: Vec<DateTime<Utc>> = known
-        .iter()
-        .map(|t| {
-            t.occur_time
-                .as_ref()
-                .and_then(from_timestamp)
-                .unwrap_or(epoch)
-        })
-        .collect();
+    let times: Vec<DateTime<Utc>> = known.iter().map(|t| time(t.occur_time.as_ref())).collect();
     sqlx::query(
         "INSERT INTO transactions (tenant_id, transaction_id, customer_id, merchant_id, category, amount_minor,
                                    occur_time)

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::rfm::RfmValues;
+use super::sample::in_sample;
 
 /// Most clusters a tenant may ask for.
 pub const MAX_CLUSTERS: u32 = 12;
@@ -53,13 +54,6 @@ fn nearest(centroids: &[Point], p: &Point) -> usize {
     best.0
 }
 
-/// A well-mixed hash of a customer id, for the deterministic sample.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 impl Clusters {
     fn normalise(&self, v: &RfmValues) -> Point {
         let r = raw(v);
@@ -88,7 +82,7 @@ pub fn fit(population: &[(i64, RfmValues)], k: usize, seed: u64) -> Option<Clust
     let keep = (SAMPLE as f64 / population.len() as f64).min(1.0);
     let mut sample: Vec<(i64, Point)> = population
         .iter()
-        .filter(|(id, _)| (mix(*id as u64 ^ seed) as f64) < keep * u64::MAX as f64)
+        .filter(|(id, _)| in_sample(*id, seed, keep))
         .map(|(id, v)| (*id, raw(v)))
         .collect();
     if sample.len() < k {

@@ -315,13 +315,7 @@ pub fn reason(
     if let Some(custom) = scoring.custom.iter().find(|c| c.id == segment) {
         return format!(
             "rule holds: {}",
-            custom.program.describe(&subject(
-                features,
-                Some(evaluation),
-                today,
-                scoring,
-                custom.program.needs_predictions
-            ))
+            describe(custom, features, evaluation, today, scoring)
         );
     }
     match evaluation.lifecycle {
@@ -366,13 +360,7 @@ pub fn exit_reason(
         return match scoring.custom.iter().find(|c| c.id == segment) {
             Some(custom) => format!(
                 "rule no longer holds: {}",
-                custom.program.describe(&subject(
-                    features,
-                    Some(evaluation),
-                    today,
-                    scoring,
-                    custom.program.needs_predictions
-                ))
+                describe(custom, features, evaluation, today, scoring)
             ),
             None => "segment deleted".into(),
         };
@@ -391,6 +379,24 @@ pub fn exit_reason(
             _ => "no longer in any lifecycle state".into(),
         },
     }
+}
+
+/// The values a custom rule names, for this customer.
+fn describe(
+    custom: &CustomSegment,
+    features: &Features,
+    evaluation: &Evaluation,
+    today: NaiveDate,
+    scoring: &Scoring,
+) -> String {
+    let with_predictions = custom.program.needs_predictions;
+    custom.program.describe(&subject(
+        features,
+        Some(evaluation),
+        today,
+        scoring,
+        with_predictions,
+    ))
 }
 
 fn group_name(group: Group) -> &'static str {

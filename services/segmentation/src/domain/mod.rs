@@ -11,5 +11,6 @@ pub mod predictions;
 pub mod rfm;
 pub mod rules;
 pub mod rupture;
+pub mod sample;
 pub mod segments;
 pub mod settings;

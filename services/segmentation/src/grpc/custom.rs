@@ -319,13 +319,9 @@ impl SegmentationApi {
             n => n,
         } as usize;
         // One snapshot of the tenant: its scoring and every customer's features.
-        let mut tx = self.writer.pool.begin().await.map_err(db)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let mut tx = crate::db::snapshot(&self.writer.pool).await.map_err(db)?;
         let scoring = scoring::load(&mut tx, tenant.as_str()).await.map_err(db)?;
-        let all = features::load_all(&mut tx, tenant.as_str())
+        let all = features::load_all(&mut tx, &self.writer.pool, tenant.as_str())
             .await
             .map_err(ApiError::from)?;
         tx.commit().await.map_err(db)?;
@@ -380,7 +376,7 @@ struct Preview {
 /// Evaluates `program` for every customer, over the cores. The built-in evaluation and the predictions are
 /// computed only when the rule names them.
 fn preview(
-    all: &[(Features, crate::db::features::Stored)],
+    all: &crate::db::features::Population,
     today: chrono::NaiveDate,
     scoring: &Scoring,
     program: &Program,
@@ -390,16 +386,15 @@ fn preview(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let chunk = all.len().div_ceil(threads).max(1);
-    let parts: Vec<(Vec<usize>, usize)> = std::thread::scope(|scope| {
+    let parts: Vec<(Vec<&Features>, usize)> = std::thread::scope(|scope| {
         let handles: Vec<_> = all
-            .chunks(chunk)
-            .enumerate()
-            .map(|(part, rows)| {
+            .slices(threads)
+            .into_iter()
+            .map(|rows| {
                 scope.spawn(move || {
                     let mut matching = Vec::new();
                     let mut undefined = 0;
-                    for (i, (features, _)) in rows.iter().enumerate() {
+                    for (features, _) in rows {
                         let evaluation = program
                             .needs_evaluation
                             .then(|| evaluate::evaluate(features, today, scoring));
@@ -411,7 +406,7 @@ fn preview(
                             program.needs_predictions,
                         );
                         match program.matches(&subject) {
-                            Ok(true) => matching.push(part * chunk + i),
+                            Ok(true) => matching.push(features),
                             Ok(false) => {}
                             Err(_) => undefined += 1,
                         }
@@ -427,14 +422,13 @@ fn preview(
     });
     let evaluate_ms = started.elapsed().as_millis() as i64;
     let undefined = parts.iter().map(|(_, u)| u).sum();
-    let mut matching: Vec<usize> = parts.into_iter().flat_map(|(m, _)| m).collect();
+    let mut matching: Vec<&Features> = parts.into_iter().flat_map(|(m, _)| m).collect();
     let count = matching.len();
-    matching.sort_unstable_by_key(|i| all[*i].0.customer_id);
+    matching.sort_unstable_by_key(|f| f.customer_id);
     let sample = matching
         .into_iter()
         .take(sample_size)
-        .map(|i| {
-            let features = &all[i].0;
+        .map(|features| {
             let evaluation = evaluate::evaluate(features, today, scoring);
             let subject = evaluate::subject(
                 features,
