@@ -23,6 +23,8 @@ pub struct Env {
     pub ingestion: TestServer,
     pub segmentation: TestServer,
     pub segmentation_pool: sqlx::PgPool,
+    segmentation_platform: Platform,
+    segmentation_config: boomerang_segmentation::SegmentationConfig,
 }
 
 pub async fn start(redis_url: Option<&str>) -> Env {
@@ -64,6 +66,8 @@ pub async fn start(redis_url: Option<&str>) -> Env {
         ingestion,
         segmentation,
         segmentation_pool,
+        segmentation_platform: seg_platform,
+        segmentation_config: config,
     }
 }
 
@@ -78,6 +82,15 @@ pub fn section() -> boomerang_segmentation::SegmentationConfig {
 }
 
 impl Env {
+    /// Another segmentation server on the same database and cache, as a restarted process would be: nothing in
+    /// memory.
+    pub async fn another_segmentation(&self) -> TestServer {
+        let bundle =
+            boomerang_segmentation::build(&self.segmentation_platform, &self.segmentation_config)
+                .unwrap();
+        TestServer::start(&self.segmentation_platform, vec![bundle]).await
+    }
+
     pub fn writer_token(&self, tenant: &str) -> String {
         self.ingestion.token(&[tenant], &["ingestion.*"])
     }
@@ -196,6 +209,20 @@ impl Env {
             .unwrap()
             .into_inner()
             .name
+    }
+
+    /// A full recompute of the tenant through `server`.
+    pub async fn recompute(&self, server: &TestServer, tenant: &str) -> pb::RecomputeResponse {
+        SegmentationServiceClient::new(server.channel())
+            .recompute(authed(
+                &self.reader_token(tenant),
+                pb::RecomputeRequest {
+                    parent: format!("tenants/{tenant}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     pub async fn segments_of(&self, tenant: &str, customer: &str) -> (Vec<String>, String) {

@@ -233,6 +233,116 @@ async fn orders_move_customers_between_segments_and_the_events_and_history_follo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recompute_from_the_kept_copy_reads_only_what_changed_and_leaves_nothing_to_fix() {
+    let env = start(None).await;
+    let people = ["ANN", "BOB", "CAT", "DAN", "FAY", "GIL"];
+    let orders: Vec<(String, &str, i64, i64, ipb::OrderStatus)> = people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("{p}-1"), *p, 20 + 60 * i as i64, 1_000, Paid))
+        .collect();
+    let rows: Vec<_> = orders
+        .iter()
+        .map(|(id, c, d, a, s)| (id.as_str(), *c, *d, *a, *s))
+        .collect();
+    env.orders("acme", &rows).await;
+    let mut names = Vec::new();
+    for person in people {
+        let name = env.customer("acme", person).await;
+        env.wait_for("acme", &name, person, |s| !s.is_empty()).await;
+        names.push(name);
+    }
+    // The recompute that leaves the service holding the tenant's customers in memory.
+    env.recompute(&env.segmentation, "acme").await;
+
+    // Then: Ann buys again (new features), Bob and Cat are erased (their rows go), Eve arrives (a new row).
+    env.orders(
+        "acme",
+        &[("ANN-2", "ANN", 0, 9_000, Paid), ("EVE-1", "EVE", 3, 500, Paid)],
+    )
+    .await;
+    for erased in &names[1..3] {
+        env.ingest()
+            .erase_customer(authed(
+                &env.writer_token("acme"),
+                ipb::EraseCustomerRequest {
+                    name: erased.clone(),
+                },
+            ))
+            .await
+            .unwrap();
+        env.wait_for("acme", erased, "erased", |s| s.is_empty())
+            .await;
+    }
+    let eve = env.customer("acme", "EVE").await;
+    env.wait_for("acme", &eve, "Eve", |s| has(s, "lifecycle-new"))
+        .await;
+    let ann: i64 = names[0].rsplit('/').next().unwrap().parse().unwrap();
+    eventually(WAIT, "Ann's second order in her features", || async {
+        let frequency: i32 =
+            sqlx::query_scalar("SELECT frequency FROM features WHERE customer_id = $1")
+                .bind(ann)
+                .fetch_one(&env.segmentation_pool)
+                .await
+                .unwrap();
+        (frequency == 2).then_some(())
+    })
+    .await;
+
+    // Only the changed customers are read again (fewer, if a scheduled model fit caught the copy up first), and
+    // the recompute and a preview after it see the tenant as it is now.
+    let kept = env.recompute(&env.segmentation, "acme").await;
+    assert_eq!(kept.customers_evaluated, 5, "four of the first six, and Eve");
+    assert!(kept.customers_read <= 4, "{kept:?}");
+    let preview = env
+        .segments()
+        .preview_segment(authed(
+            &env.reader_token("acme"),
+            pb::PreviewSegmentRequest {
+                parent: "tenants/acme".into(),
+                rule: "frequency >= 2 || monetary < 600".into(),
+                sample_size: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let sample: Vec<&str> = preview
+        .sample
+        .iter()
+        .map(|m| m.external_id.as_str())
+        .collect();
+    assert_eq!(sample, ["ANN", "EVE"]);
+    assert_eq!(preview.evaluated_customers, 5);
+    // The copy took what the recompute stored: the next one has nothing to do.
+    let again = env.recompute(&env.segmentation, "acme").await;
+    assert_eq!(
+        (
+            again.customers_read,
+            again.memberships_entered,
+            again.memberships_exited,
+            again.customers_updated
+        ),
+        (0, 0, 0, 0),
+        "{again:?} after {kept:?}"
+    );
+    // A process with nothing in memory reads every customer and finds nothing the kept copy got wrong: the
+    // same boundaries, the same memberships, the same stored evaluations.
+    let other = env.another_segmentation().await;
+    let cold = env.recompute(&other, "acme").await;
+    assert_eq!(cold.customers_evaluated, 5);
+    assert_eq!(
+        (
+            cold.memberships_entered,
+            cold.memberships_exited,
+            cold.customers_updated
+        ),
+        (0, 0, 0),
+        "{cold:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_cache_falls_back_to_postgres_and_is_rebuilt() {
     let env = start(None).await;
     env.orders(

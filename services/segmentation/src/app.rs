@@ -16,6 +16,7 @@ use crate::catalogue::Catalogue;
 use crate::config::SegmentationConfig;
 use crate::consumer::{IngestionEvents, TYPE_PREFIXES};
 use crate::grpc::SegmentationApi;
+use crate::population::Residents;
 use crate::schedule::{self, Schedule};
 use crate::writer::Writer;
 
@@ -63,7 +64,12 @@ pub fn build(
         &platform.config.redis.url,
         &platform.config.redis.key_prefix,
     )?;
-    let writer = Writer::new(pool.clone(), outbox.clone(), cache);
+    let writer = Writer::new(
+        pool.clone(),
+        outbox.clone(),
+        cache,
+        Residents::new(config.resident_customers),
+    );
     let shutdown = platform.shutdown.clone();
 
     let source = EventSource {

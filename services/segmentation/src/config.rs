@@ -16,6 +16,7 @@ pub struct SegmentationConfig {
     pub recompute_interval_minutes: u64,
     pub fit_interval_hours: u64,
     pub event_retention_hours: u64,
+    pub resident_customers: usize,
 }
 
 impl SegmentationConfig {

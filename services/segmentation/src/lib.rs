@@ -3,6 +3,7 @@
 //! - `domain/`: scoring and segment definitions (pure logic)
 //! - `db/`: the projection of ingestion's data, features, membership history
 //! - `cache.rs`: current membership in Redis, with its complete marker; `catalogue.rs`: segment names on reads
+//! - `population.rs`: a tenant's customers in memory, and the copies kept between full recomputes
 //! - `writer.rs`: the one path that changes memberships (history, events, cache), custom segments included
 //! - `consumer.rs`, `schedule.rs`: what drives the writer (ingestion's events; due dates, recomputes, model fits,
 //!   rebuilds); `predictions.rs`: fitting the prediction models
@@ -17,6 +18,7 @@ mod db;
 pub mod domain;
 pub mod export;
 mod grpc;
+mod population;
 mod predictions;
 mod schedule;
 mod writer;

@@ -16,13 +16,14 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 
 use crate::cache::{Applied, Cache};
 use crate::db::custom::{self, CustomRow, Definition};
-use crate::db::features::{self, Population, Stored};
+use crate::db::features::{self, LoadError, Stored};
 use crate::db::memberships::{self, Change};
 use crate::db::{scoring, settings};
 use crate::domain::clusters;
 use crate::domain::evaluate::{self, Evaluation, Features, Scoring};
 use crate::domain::rfm::{Boundaries, RfmValues};
 use crate::domain::segments::SegmentId;
+use crate::population::{self, Population, Residents};
 
 /// A customer leaving every segment for a reason other than its features: merged into another, or erased.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct Pending {
     tenant: String,
     version: i64,
     changes: Vec<Change>,
+    /// A recompute's population and the evaluations it stored, kept as the tenant's copy once committed.
+    population: Option<(Arc<Population>, Vec<(i64, Stored)>)>,
     _lock: OwnedMutexGuard<()>,
 }
 
@@ -52,13 +55,15 @@ pub struct RecomputeStats {
     pub updated: usize,
     /// Waiting for the tenant's other changes to finish before starting.
     pub wait: Duration,
-    /// Reading every customer's features.
+    /// Customers whose features were read from Postgres: every one, or those changed since the kept copy.
+    pub read: usize,
+    /// Reading the customers' features.
     pub load: Duration,
     /// Boundaries and every customer's evaluation.
     pub evaluate: Duration,
     /// Writing the diff (evaluations, history, events, boundaries) and committing.
     pub write: Duration,
-    /// Writing the diff to the cache.
+    /// Writing the diff to the cache (and then keeping the population as the tenant's copy).
     pub cache: Duration,
 }
 
@@ -67,17 +72,19 @@ pub struct Writer {
     pub pool: PgPool,
     pub outbox: Outbox,
     pub cache: Cache,
+    pub residents: Residents,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     stale: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
 }
 
 impl Writer {
-    pub fn new(pool: PgPool, outbox: Outbox, cache: Cache) -> Self {
+    pub fn new(pool: PgPool, outbox: Outbox, cache: Cache, residents: Residents) -> Self {
         Self {
             pool,
             outbox,
             cache,
+            residents,
             locks: Default::default(),
             stale: Default::default(),
             wake: Default::default(),
@@ -137,7 +144,7 @@ impl Writer {
         removals: &[Removal],
         now: DateTime<Utc>,
     ) -> Result<Pending, sqlx::Error> {
-        let version = bump_version(conn, tenant.as_str()).await?;
+        let (version, _) = bump_version(conn, tenant.as_str()).await?;
         let today = now.date_naive();
         let scoring = scoring::load(conn, tenant.as_str()).await?;
         let mut changes = remove(conn, tenant.as_str(), removals).await?;
@@ -178,11 +185,15 @@ impl Writer {
             }
             features::store(conn, tenant.as_str(), &rows).await?;
         }
+        let mut written = customers;
+        written.extend(removed);
+        features::log(conn, tenant.as_str(), version, &written).await?;
         memberships::record(conn, &self.outbox, tenant, &changes, now, &scoring).await?;
         Ok(Pending {
             tenant: tenant.as_str().to_owned(),
             version,
             changes,
+            population: None,
             _lock: lock,
         })
     }
@@ -201,28 +212,41 @@ impl Writer {
     }
 
     /// The recompute, in a transaction that already moved the membership version to `version` (and may have
-    /// changed a custom segment before).
+    /// changed a custom segment before); `pruned` is the feature log's.
     async fn recompute_at(
         &self,
         conn: &mut PgConnection,
         lock: OwnedMutexGuard<()>,
-        version: i64,
+        (version, pruned): (i64, i64),
         tenant: &TenantId,
         now: DateTime<Utc>,
     ) -> Result<(Pending, RecomputeStats), RecomputeError> {
         let today = now.date_naive();
-        let scoring = scoring::load(conn, tenant.as_str()).await?;
+        let t = tenant.as_str();
+        let scoring = scoring::load(conn, t).await?;
         let started = Instant::now();
-        let all = features::load_all(conn, &self.pool, tenant.as_str()).await?;
+        // Every version before this one is committed (each bumped the version row this transaction now holds).
+        let held = self.residents.take(t, version - 1);
+        let (all, read) =
+            features::load_current(conn, &self.pool, t, held, (version - 1, pruned)).await?;
         let load = started.elapsed();
         let started = Instant::now();
         // Scoring a million customers is CPU work: off the async workers, split over the cores.
-        let evaluated = tokio::task::spawn_blocking(move || evaluate_all(&all, today, scoring))
-            .await
-            .map_err(|err| RecomputeError::Evaluation(err.to_string()))?;
+        let evaluated = {
+            let all = all.clone();
+            tokio::task::spawn_blocking(move || evaluate_all(&all, today, scoring))
+                .await
+                .map_err(|err| RecomputeError::Evaluation(err.to_string()))?
+        };
         let evaluate = started.elapsed();
+        // After a mass change (a first recompute, a rule most customers match) the copy goes before the diff is
+        // written, so that the two are not in memory at once; the next recompute reads every customer again.
+        let population = population::small_change(evaluated.updates.len(), all.len()).then_some(all);
         let started = Instant::now();
-        features::store_evaluations(conn, tenant.as_str(), &evaluated.updates).await?;
+        features::store_evaluations(conn, t, &evaluated.updates).await?;
+        let ids: Vec<i64> = evaluated.updates.iter().map(|(id, _)| *id).collect();
+        features::log(conn, t, version, &ids).await?;
+        features::prune_log(conn, t, version).await?;
         let changes = evaluated.changes;
         let scoring = evaluated.scoring;
         memberships::record(conn, &self.outbox, tenant, &changes, now, &scoring).await?;
@@ -235,6 +259,7 @@ impl Writer {
             exited: changes.iter().filter(|c| !c.entered).count(),
             updated: evaluated.updates.len(),
             wait: Duration::ZERO,
+            read,
             load,
             evaluate,
             write: started.elapsed(),
@@ -245,6 +270,7 @@ impl Writer {
                 tenant: tenant.as_str().to_owned(),
                 version,
                 changes,
+                population: population.map(|all| (all, evaluated.updates)),
                 _lock: lock,
             },
             stats,
@@ -323,7 +349,22 @@ impl Writer {
         Ok(stats)
     }
 
-    /// Writes committed changes to the cache; on any failure the cache is marked for a rebuild.
+    /// Every customer of the tenant as `snapshot` (a read-only, repeatable-read transaction) sees them: the kept
+    /// copy brought up to date, or a full read, which is then kept (previews, model fits).
+    pub async fn population(
+        &self,
+        snapshot: &mut PgConnection,
+        tenant: &str,
+    ) -> Result<Arc<Population>, LoadError> {
+        let state = features::log_state(snapshot, tenant).await?;
+        let held = self.residents.take(tenant, state.0);
+        let (all, _) = features::load_current(snapshot, &self.pool, tenant, held, state).await?;
+        self.residents.keep(tenant, state.0, all.clone());
+        Ok(all)
+    }
+
+    /// Writes committed changes to the cache; on any failure the cache is marked for a rebuild. A recompute's
+    /// population, with what it stored, becomes the tenant's kept copy.
     pub async fn publish(&self, pending: Pending) {
         match self
             .cache
@@ -338,6 +379,20 @@ impl Writer {
                 // version check after it comes back finds the gap.
                 let _ = self.cache.invalidate(&pending.tenant).await;
                 self.request_rebuild(&pending.tenant);
+            }
+        }
+        if let Some((mut population, updates)) = pending.population {
+            let kept = tokio::task::spawn_blocking(move || {
+                Arc::make_mut(&mut population).set_stored(&updates);
+                population
+            })
+            .await;
+            match kept {
+                Ok(population) => {
+                    self.residents
+                        .keep(&pending.tenant, pending.version, population)
+                }
+                Err(err) => tracing::warn!(error = %err, "keeping the population failed"),
             }
         }
     }
@@ -430,11 +485,13 @@ pub enum RebuildError {
     Redis(#[from] redis::RedisError),
 }
 
-async fn bump_version(conn: &mut PgConnection, tenant: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+/// Moves the tenant's membership version on, holding its row until commit; returns the new version and the
+/// version the feature log was last pruned to.
+async fn bump_version(conn: &mut PgConnection, tenant: &str) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
         "INSERT INTO membership_versions (tenant_id, version) VALUES ($1, 1)
          ON CONFLICT (tenant_id) DO UPDATE SET version = membership_versions.version + 1
-         RETURNING version",
+         RETURNING version, log_pruned",
     )
     .bind(tenant)
     .fetch_one(&mut *conn)
@@ -558,8 +615,9 @@ fn evaluate_all(all: &Population, today: NaiveDate, mut scoring: Scoring) -> Eva
             .map(|handle| handle.join().expect("evaluation thread"))
             .collect()
     });
-    let mut changes = Vec::new();
-    let mut updates = Vec::new();
+    // Sized once: after a tenant's first recompute these hold a million entries each.
+    let mut changes = Vec::with_capacity(parts.iter().map(|(c, _)| c.len()).sum());
+    let mut updates = Vec::with_capacity(parts.iter().map(|(_, u)| u.len()).sum());
     for (c, u) in parts {
         changes.extend(c);
         updates.extend(u);

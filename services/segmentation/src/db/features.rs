@@ -1,6 +1,8 @@
 //! Customer features: refreshed set-based from the projected orders and transactions of the customers that changed,
 //! and read in bulk (COPY) by the full recompute.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use futures::TryStreamExt;
 use sqlx::{PgConnection, PgPool};
@@ -10,6 +12,7 @@ use crate::domain::lifecycle::ShareOfWallet;
 use crate::domain::rupture;
 use crate::domain::segments::SegmentId;
 use crate::domain::settings::Settings;
+use crate::population::{self, Held, Population};
 
 /// A customer's stored evaluation: what its memberships are now and when they next change by time alone. The RFM
 /// code is not stored: it follows from the features and the current boundaries, and storing it would rewrite most
@@ -325,30 +328,97 @@ fn segment_literal(segments: &[SegmentId]) -> String {
 /// Customers below which one COPY stream reads the whole tenant.
 const PARALLEL_FROM: i64 = 100_000;
 
-/// Every stored customer of a tenant with its features and evaluation, as read: one vector per range of customer
-/// ids, so the parts are never copied into one.
-#[derive(Debug, Default)]
-pub struct Population {
-    parts: Vec<Vec<(Features, Stored)>>,
+/// Logs that the transaction at membership `version` wrote (or deleted) the features rows of `customers`.
+pub async fn log(
+    conn: &mut PgConnection,
+    tenant: &str,
+    version: i64,
+    customers: &[i64],
+) -> Result<(), sqlx::Error> {
+    if customers.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("INSERT INTO feature_log (tenant_id, version, customers) VALUES ($1, $2, $3)")
+        .bind(tenant)
+        .bind(version)
+        .bind(customers)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
-impl Population {
-    pub fn len(&self) -> usize {
-        self.parts.iter().map(Vec::len).sum()
-    }
+/// Drops the log before `version` (a full recompute at `version` leaves a copy up to date with everything
+/// before it); copies older than that read the whole tenant again.
+pub async fn prune_log(conn: &mut PgConnection, tenant: &str, version: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM feature_log WHERE tenant_id = $1 AND version < $2")
+        .bind(tenant)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE membership_versions SET log_pruned = $2 - 1 WHERE tenant_id = $1")
+        .bind(tenant)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
 
-    pub fn iter(&self) -> impl Iterator<Item = &(Features, Stored)> {
-        self.parts.iter().flatten()
-    }
+/// The tenant's membership version as `conn` sees it, and the last version the log was pruned to.
+pub async fn log_state(conn: &mut PgConnection, tenant: &str) -> Result<(i64, i64), sqlx::Error> {
+    let state: Option<(i64, i64)> =
+        sqlx::query_as("SELECT version, log_pruned FROM membership_versions WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(state.unwrap_or((0, 0)))
+}
 
-    /// At least `threads` slices (when there are that many customers) covering everyone, for parallel work.
-    pub fn slices(&self, threads: usize) -> Vec<&[(Features, Stored)]> {
-        let size = self.len().div_ceil(threads.max(1)).max(1);
-        self.parts
-            .iter()
-            .flat_map(|part| part.chunks(size))
-            .collect()
+/// Every stored customer of the tenant as `conn` sees it, at membership `version` (every earlier version
+/// committed, no later one visible): `held`, a copy as of an earlier version, brought up to date by re-reading the
+/// customers the feature log names since; or every customer, when there is no copy, the log since it was pruned
+/// (`pruned`), or too much of it changed. Returns the population and the number of rows read.
+pub async fn load_current(
+    conn: &mut PgConnection,
+    pool: &PgPool,
+    tenant: &str,
+    held: Option<Held>,
+    (version, pruned): (i64, i64),
+) -> Result<(Arc<Population>, usize), LoadError> {
+    if let Some(Held {
+        version: since,
+        mut population,
+    }) = held.filter(|h| h.version >= pruned && h.version <= version)
+    {
+        let changed: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT c FROM feature_log, unnest(customers) AS c
+             WHERE tenant_id = $1 AND version > $2 AND version <= $3",
+        )
+        .bind(tenant)
+        .bind(since)
+        .bind(version)
+        .fetch_all(&mut *conn)
+        .await?;
+        // Past a quarter of the customers, one sequential read is cheaper than looking that many up.
+        if population::small_change(changed.len(), population.len()) {
+            let read = changed.len();
+            if !changed.is_empty() {
+                let list: Vec<String> = changed.iter().map(ToString::to_string).collect();
+                // Integers only: the list is safe to inline (COPY takes no bind parameters).
+                let filter = format!("AND customer_id = ANY('{{{}}}'::int8[])", list.join(","));
+                let fresh = copy_out(conn, tenant, &filter, read).await?;
+                population = tokio::task::spawn_blocking(move || {
+                    Arc::make_mut(&mut population).replace(&changed, fresh);
+                    population
+                })
+                .await
+                .map_err(|err| LoadError::Parse(format!("catching up failed: {err}")))?;
+            }
+            return Ok((population, read));
+        }
     }
+    let population = load_all(conn, pool, tenant).await?;
+    let read = population.len();
+    Ok((Arc::new(population), read))
 }
 
 /// Every stored customer of a tenant with its features and evaluation, streamed with COPY (the full recompute,
@@ -371,9 +441,9 @@ pub async fn load_all(
         return Ok(Population::default());
     };
     if parts == 1 || high - low < PARALLEL_FROM {
-        return Ok(Population {
-            parts: vec![copy_out(conn, tenant, "", (high - low + 1) as usize).await?],
-        });
+        return Ok(Population::from_parts(vec![
+            copy_out(conn, tenant, "", (high - low + 1) as usize).await?,
+        ]));
     }
     let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
         .fetch_one(&mut *conn)
@@ -417,16 +487,14 @@ pub async fn load_all(
         .collect();
     // Ids are dense, so the range sizes are good guesses of the row counts: each vector is allocated once
     // (growing a million rows by doubling spent a fifth of the load zeroing fresh pages).
-    let mut population = Population {
-        parts: vec![copy_out(conn, tenant, &range(0), expected).await?],
-    };
+    let mut parts = vec![copy_out(conn, tenant, &range(0), expected).await?];
     for part in others {
-        population.parts.push(
+        parts.push(
             part.await
                 .map_err(|err| LoadError::Parse(format!("reading a range failed: {err}")))??,
         );
     }
-    Ok(population)
+    Ok(Population::from_parts(parts))
 }
 
 /// The stored rows of a tenant matching `filter` (a condition on the row, after `AND`; never caller input).

@@ -33,7 +33,13 @@ pub async fn record(
     now: DateTime<Utc>,
     names: &Scoring,
 ) -> Result<(), sqlx::Error> {
-    let (entered, exited): (Vec<&Change>, Vec<&Change>) = changes.iter().partition(|c| c.entered);
+    let (mut entered, mut exited): (Vec<&Change>, Vec<&Change>) =
+        changes.iter().partition(|c| c.entered);
+    // In customer order, the order rows were written in, so the updates and inserts walk the table and its
+    // indexes forward instead of jumping between pages.
+    for list in [&mut entered, &mut exited] {
+        list.sort_unstable_by_key(|c| (c.customer_id, c.segment));
+    }
     for chunk in exited.chunks(100_000) {
         let (customers, segments, reasons) = columns(chunk);
         sqlx::query(

@@ -16,7 +16,7 @@ use super::{
     tenant_of,
 };
 use crate::db::custom::{self, CustomRow, Definition};
-use crate::db::{features, memberships, scoring, settings as db_settings};
+use crate::db::{memberships, scoring, settings as db_settings};
 use crate::domain::evaluate::{self, Features, Scoring};
 use crate::domain::rules::{self, Program};
 use crate::domain::segments::{self, Family, SegmentId};
@@ -321,7 +321,9 @@ impl SegmentationApi {
         // One snapshot of the tenant: its scoring and every customer's features.
         let mut tx = crate::db::snapshot(&self.writer.pool).await.map_err(db)?;
         let scoring = scoring::load(&mut tx, tenant.as_str()).await.map_err(db)?;
-        let all = features::load_all(&mut tx, &self.writer.pool, tenant.as_str())
+        let all = self
+            .writer
+            .population(&mut tx, tenant.as_str())
             .await
             .map_err(ApiError::from)?;
         tx.commit().await.map_err(db)?;
@@ -376,7 +378,7 @@ struct Preview {
 /// Evaluates `program` for every customer, over the cores. The built-in evaluation and the predictions are
 /// computed only when the rule names them.
 fn preview(
-    all: &crate::db::features::Population,
+    all: &crate::population::Population,
     today: chrono::NaiveDate,
     scoring: &Scoring,
     program: &Program,

@@ -756,6 +756,7 @@ impl SegmentationService for SegmentationApi {
             cache_ms: stats.cache.as_millis() as i64,
             wait_ms: stats.wait.as_millis() as i64,
             customers_updated: stats.updated as i64,
+            customers_read: stats.read as i64,
         }))
     }
 
