@@ -258,7 +258,10 @@ async fn a_recompute_from_the_kept_copy_reads_only_what_changed_and_leaves_nothi
     // Then: Ann buys again (new features), Bob and Cat are erased (their rows go), Eve arrives (a new row).
     env.orders(
         "acme",
-        &[("ANN-2", "ANN", 0, 9_000, Paid), ("EVE-1", "EVE", 3, 500, Paid)],
+        &[
+            ("ANN-2", "ANN", 0, 9_000, Paid),
+            ("EVE-1", "EVE", 3, 500, Paid),
+        ],
     )
     .await;
     for erased in &names[1..3] {
@@ -292,7 +295,10 @@ async fn a_recompute_from_the_kept_copy_reads_only_what_changed_and_leaves_nothi
     // Only the changed customers are read again (fewer, if a scheduled model fit caught the copy up first), and
     // the recompute and a preview after it see the tenant as it is now.
     let kept = env.recompute(&env.segmentation, "acme").await;
-    assert_eq!(kept.customers_evaluated, 5, "four of the first six, and Eve");
+    assert_eq!(
+        kept.customers_evaluated, 5,
+        "four of the first six, and Eve"
+    );
     assert!(kept.customers_read <= 4, "{kept:?}");
     let preview = env
         .segments()

@@ -130,7 +130,9 @@ impl Residents {
     pub fn take(&self, tenant: &str, version: i64) -> Option<Held> {
         let mut kept = self.held.lock().expect("residents");
         match kept.tenants.get(tenant) {
-            Some((held, _)) if held.version <= version => kept.tenants.remove(tenant).map(|(h, _)| h),
+            Some((held, _)) if held.version <= version => {
+                kept.tenants.remove(tenant).map(|(h, _)| h)
+            }
             _ => None,
         }
     }
@@ -159,11 +161,7 @@ impl Residents {
             ),
         );
         loop {
-            let total: usize = kept
-                .tenants
-                .values()
-                .map(|(h, _)| h.population.len())
-                .sum();
+            let total: usize = kept.tenants.values().map(|(h, _)| h.population.len()).sum();
             if total <= self.budget {
                 break;
             }
@@ -261,7 +259,10 @@ mod tests {
         assert_eq!(residents.take("a", 9).map(|h| h.version), Some(5));
         assert!(residents.take("c", 9).is_some());
         residents.keep("huge", 1, of(11));
-        assert!(residents.take("huge", 9).is_none(), "larger than the budget");
+        assert!(
+            residents.take("huge", 9).is_none(),
+            "larger than the budget"
+        );
     }
 
     #[test]

@@ -34,13 +34,16 @@ pub struct Removal {
     pub erase: bool,
 }
 
+/// A recompute's population, and the evaluations it stored (not yet in the population).
+type ToKeep = (Arc<Population>, Vec<(i64, Stored)>);
+
 /// Committed changes waiting to be written to the cache, holding the tenant's lock until they are.
 pub struct Pending {
     tenant: String,
     version: i64,
     changes: Vec<Change>,
     /// A recompute's population and the evaluations it stored, kept as the tenant's copy once committed.
-    population: Option<(Arc<Population>, Vec<(i64, Stored)>)>,
+    population: Option<ToKeep>,
     /// The change rewrote much of the tenant: the tables' statistics are refreshed after it.
     mass_change: bool,
     _lock: OwnedMutexGuard<()>,
@@ -393,10 +396,9 @@ impl Writer {
             })
             .await;
             match kept {
-                Ok(population) => {
-                    self.residents
-                        .keep(&pending.tenant, pending.version, population)
-                }
+                Ok(population) => self
+                    .residents
+                    .keep(&pending.tenant, pending.version, population),
                 Err(err) => tracing::warn!(error = %err, "keeping the population failed"),
             }
         }

@@ -1,5 +1,6 @@
 //! Customer features: refreshed set-based from the projected orders and transactions of the customers that changed,
-//! and read in bulk (COPY) by the full recompute.
+//! read in bulk (COPY) by the full recompute, and the log of whose rows each membership version wrote, which brings
+//! the copies kept in memory (`population.rs`) up to date.
 
 use std::sync::Arc;
 
@@ -349,7 +350,11 @@ pub async fn log(
 
 /// Drops the log before `version` (a full recompute at `version` leaves a copy up to date with everything
 /// before it); copies older than that read the whole tenant again.
-pub async fn prune_log(conn: &mut PgConnection, tenant: &str, version: i64) -> Result<(), sqlx::Error> {
+pub async fn prune_log(
+    conn: &mut PgConnection,
+    tenant: &str,
+    version: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM feature_log WHERE tenant_id = $1 AND version < $2")
         .bind(tenant)
         .bind(version)
