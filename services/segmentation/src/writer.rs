@@ -404,8 +404,9 @@ impl Writer {
         }
         if pending.mass_change {
             // Statistics taken while the tenant was small make the planner scan a whole tenant to reach a few of
-            // its rows (seen in the recompute benchmark: the next day's exits took 0.6–0.9 s instead of 0.1 s).
-            // Autovacuum gets there eventually; after a mass change, at once and in the background.
+            // its rows (seen in the recompute benchmark: the exits of the next day's refreshes took 0.7–0.9 s
+            // instead of 0.1 s). Autovacuum gets there eventually; after a mass change, at once and in the
+            // background.
             let pool = self.pool.clone();
             tokio::spawn(async move {
                 if let Err(err) = sqlx::query("ANALYZE features, memberships")
