@@ -23,6 +23,9 @@ pub struct Change {
 /// Changes per segment.* event, so one event stays well under message size limits.
 const CHANGES_PER_EVENT: usize = 5_000;
 
+/// Events per insert into the outbox.
+const EVENTS_PER_INSERT: usize = 20;
+
 /// Records `changes` at `now`: closes the open rows of exits, opens rows for entries, and publishes
 /// "segment.exited" and "segment.entered" events, all in the caller's transaction.
 pub async fn record(
@@ -74,9 +77,14 @@ pub async fn record(
         .execute(&mut *conn)
         .await?;
     }
+    // Written a few events at a time: a tenant's first recompute announces a million changes, and holding all their
+    // payloads at once, with the copy the insert encodes, took its peak from 706 MiB to 935–1 016 MiB.
     let mut events = Vec::new();
     for (kind, list) in [("segment.exited", &exited), ("segment.entered", &entered)] {
         for chunk in list.chunks(CHANGES_PER_EVENT) {
+            if events.len() == EVENTS_PER_INSERT {
+                outbox.publish(conn, std::mem::take(&mut events)).await?;
+            }
             let payload = pb::SegmentMembershipsChanged {
                 changes: chunk
                     .iter()
