@@ -150,7 +150,9 @@ impl Residents {
         }
         kept.clock += 1;
         let clock = kept.clock;
-        kept.tenants.insert(
+        // Copies that go are freed after the lock is released.
+        let mut gone = Vec::new();
+        let replaced = kept.tenants.insert(
             tenant.to_owned(),
             (
                 Held {
@@ -160,6 +162,7 @@ impl Residents {
                 clock,
             ),
         );
+        gone.extend(replaced);
         loop {
             let total: usize = kept.tenants.values().map(|(h, _)| h.population.len()).sum();
             if total <= self.budget {
@@ -171,11 +174,13 @@ impl Residents {
                 .filter(|(name, _)| name.as_str() != tenant)
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(name, _)| name.clone());
-            match oldest {
-                Some(name) => kept.tenants.remove(&name),
+            match oldest.and_then(|name| kept.tenants.remove(&name)) {
+                Some(evicted) => gone.push(evicted),
                 None => break,
-            };
+            }
         }
+        drop(kept);
+        drop(gone);
     }
 }
 

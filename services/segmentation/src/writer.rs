@@ -5,6 +5,7 @@
 //! from before the transaction until the cache is written, so the cache sees them in commit order.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,8 @@ pub struct Writer {
     pub outbox: Outbox,
     pub cache: Cache,
     pub residents: Residents,
+    /// A statistics refresh is running.
+    analyzing: Arc<AtomicBool>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     stale: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
@@ -90,6 +93,7 @@ impl Writer {
             outbox,
             cache,
             residents,
+            analyzing: Default::default(),
             locks: Default::default(),
             stale: Default::default(),
             wake: Default::default(),
@@ -248,7 +252,13 @@ impl Writer {
         // After a mass change (a first recompute, a rule most customers match) the copy goes before the diff is
         // written, so that the two are not in memory at once; the next recompute reads every customer again.
         let mass_change = !population::small_change(evaluated.updates.len(), all.len());
-        let population = (!mass_change).then_some(all);
+        let population = if mass_change {
+            // Freeing a million customers' rows is CPU work too.
+            tokio::task::spawn_blocking(move || drop(all));
+            None
+        } else {
+            Some(all)
+        };
         let started = Instant::now();
         features::store_evaluations(conn, t, &evaluated.updates).await?;
         let ids: Vec<i64> = evaluated.updates.iter().map(|(id, _)| *id).collect();
@@ -402,12 +412,13 @@ impl Writer {
                 Err(err) => tracing::warn!(error = %err, "keeping the population failed"),
             }
         }
-        if pending.mass_change {
+        if pending.mass_change && !self.analyzing.swap(true, Ordering::AcqRel) {
             // Statistics taken while the tenant was small make the planner scan a whole tenant to reach a few of
             // its rows (seen in the recompute benchmark: the exits of the next day's refreshes took 0.7–0.9 s
             // instead of 0.1 s). Autovacuum gets there eventually; after a mass change, at once and in the
             // background.
-            let pool = self.pool.clone();
+            // One at a time: the tables are every tenant's, and one run serves the mass changes that meet it.
+            let (pool, analyzing) = (self.pool.clone(), self.analyzing.clone());
             tokio::spawn(async move {
                 if let Err(err) = sqlx::query("ANALYZE features, memberships")
                     .execute(&pool)
@@ -415,6 +426,7 @@ impl Writer {
                 {
                     tracing::warn!(error = %err, "refreshing statistics after a mass change failed");
                 }
+                analyzing.store(false, Ordering::Release);
             });
         }
     }

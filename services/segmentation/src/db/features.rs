@@ -329,16 +329,15 @@ fn segment_literal(segments: &[SegmentId]) -> String {
 /// Customers below which one COPY stream reads the whole tenant.
 const PARALLEL_FROM: i64 = 100_000;
 
-/// Logs that the transaction at membership `version` wrote (or deleted) the features rows of `customers`.
+/// Logs that the transaction at membership `version` wrote (or deleted) the features rows of `customers`. Every
+/// version gets its row, empty or not, so that a reader can tell a version that wrote nothing from one that was
+/// not logged (written by a process that does not log, during a rolling update): it then reads the tenant whole.
 pub async fn log(
     conn: &mut PgConnection,
     tenant: &str,
     version: i64,
     customers: &[i64],
 ) -> Result<(), sqlx::Error> {
-    if customers.is_empty() {
-        return Ok(());
-    }
     sqlx::query("INSERT INTO feature_log (tenant_id, version, customers) VALUES ($1, $2, $3)")
         .bind(tenant)
         .bind(version)
@@ -396,9 +395,9 @@ pub async fn load_current(
     {
         // Counted before they are listed: after a mass change the log names a million customers, and listing
         // them would cost more than reading the tenant. Past a quarter of the customers, one sequential read is
-        // cheaper than looking that many up.
-        let logged: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(cardinality(customers)), 0) FROM feature_log
+        // cheaper than looking that many up. A version without its row means a write the log does not know.
+        let (versions, logged): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), coalesce(sum(cardinality(customers)), 0) FROM feature_log
              WHERE tenant_id = $1 AND version > $2 AND version <= $3",
         )
         .bind(tenant)
@@ -406,7 +405,9 @@ pub async fn load_current(
         .bind(version)
         .fetch_one(&mut *conn)
         .await?;
-        if population::small_change(logged as usize, population.len()) {
+        if versions == version - since
+            && population::small_change(logged as usize, population.len())
+        {
             let changed: Vec<i64> = sqlx::query_scalar(
                 "SELECT DISTINCT c FROM feature_log, unnest(customers) AS c
                  WHERE tenant_id = $1 AND version > $2 AND version <= $3",
@@ -416,12 +417,13 @@ pub async fn load_current(
             .bind(version)
             .fetch_all(&mut *conn)
             .await?;
-            let read = changed.len();
+            let mut read = 0;
             if !changed.is_empty() {
                 let list: Vec<String> = changed.iter().map(ToString::to_string).collect();
                 // Integers only: the list is safe to inline (COPY takes no bind parameters).
                 let filter = format!("AND customer_id = ANY('{{{}}}'::int8[])", list.join(","));
-                let fresh = copy_out(conn, tenant, &filter, read).await?;
+                let fresh = copy_out(conn, tenant, &filter, changed.len()).await?;
+                read = fresh.len();
                 population = tokio::task::spawn_blocking(move || {
                     Arc::make_mut(&mut population).replace(&changed, fresh);
                     population
@@ -757,6 +759,77 @@ mod tests {
         let pool = boomerang_service_kit::db::pool(&config, crate::SCHEMA).unwrap();
         crate::migrate(&pool).await.unwrap();
         pool
+    }
+
+    /// The copy as of the tenant's current version, and how many rows it took.
+    async fn current(pool: &PgPool, held: Option<Held>) -> (Arc<Population>, usize) {
+        let mut tx = pool.begin().await.unwrap();
+        let state = log_state(&mut tx, "t").await.unwrap();
+        let loaded = load_current(&mut tx, pool, "t", held, state).await.unwrap();
+        tx.commit().await.unwrap();
+        loaded
+    }
+
+    fn frequencies(population: &Population) -> Vec<(i64, u32)> {
+        let mut rows: Vec<_> = population
+            .iter()
+            .map(|(f, _)| (f.customer_id, f.frequency))
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+
+    #[tokio::test]
+    async fn a_copy_catches_up_on_logged_writes_and_reads_everything_after_an_unlogged_one() {
+        let db = TestDb::new().await;
+        let pool = pool(&db).await;
+        sqlx::raw_sql(
+            "INSERT INTO features (tenant_id, customer_id, frequency, monetary, purchase_days)
+             SELECT 't', id, 1, 100, 1 FROM generate_series(1, 3) id;
+             INSERT INTO membership_versions (tenant_id, version) VALUES ('t', 1);
+             INSERT INTO feature_log VALUES ('t', 1, '{1,2,3}');",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let (copy, read) = current(&pool, None).await;
+        assert_eq!(read, 3, "no copy yet: every customer");
+
+        // Version 2 changes customer 2 and adds customer 4, and logs both.
+        sqlx::raw_sql(
+            "UPDATE features SET frequency = 2 WHERE customer_id = 2;
+             INSERT INTO features (tenant_id, customer_id, frequency, monetary, purchase_days)
+             VALUES ('t', 4, 1, 100, 1);
+             UPDATE membership_versions SET version = 2;
+             INSERT INTO feature_log VALUES ('t', 2, '{2,4}');",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let held = Held {
+            version: 1,
+            population: copy,
+        };
+        let (copy, read) = current(&pool, Some(held)).await;
+        assert_eq!(read, 2, "only the logged customers");
+        assert_eq!(frequencies(&copy), [(1, 1), (2, 2), (3, 1), (4, 1)]);
+
+        // Version 3 changes customer 3 without a log row (a process that does not log): the copy cannot know
+        // which rows moved, so the tenant is read whole.
+        sqlx::raw_sql(
+            "UPDATE features SET frequency = 5 WHERE customer_id = 3;
+             UPDATE membership_versions SET version = 3;",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let held = Held {
+            version: 2,
+            population: copy,
+        };
+        let (copy, read) = current(&pool, Some(held)).await;
+        assert_eq!(read, 4, "every customer again");
+        assert_eq!(frequencies(&copy), [(1, 1), (2, 2), (3, 5), (4, 1)]);
     }
 
     #[tokio::test]
