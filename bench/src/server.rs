@@ -19,21 +19,13 @@ pub const TENANT: &str = "bench";
 /// A fresh database with the schemas of `services` (`ingestion`, `segmentation`) migrated.
 pub async fn database(services: &[&str]) -> anyhow::Result<TestDb> {
     let db = TestDb::new().await;
-    let postgres = boomerang_service_kit::config::PostgresConfig {
-        url: db.url().to_owned(),
-        max_connections: 2,
-        acquire_timeout_ms: 5_000,
-    };
     for service in services {
         match *service {
             "ingestion" => {
-                let pool = boomerang_service_kit::db::pool(&postgres, boomerang_ingestion::SCHEMA)?;
-                boomerang_ingestion::migrate(&pool).await?;
+                boomerang_ingestion::migrate(&db.pool(boomerang_ingestion::SCHEMA)).await?
             }
             "segmentation" => {
-                let pool =
-                    boomerang_service_kit::db::pool(&postgres, boomerang_segmentation::SCHEMA)?;
-                boomerang_segmentation::migrate(&pool).await?;
+                boomerang_segmentation::migrate(&db.pool(boomerang_segmentation::SCHEMA)).await?
             }
             other => anyhow::bail!("no service {other}"),
         }

@@ -121,12 +121,7 @@ fn order(
 }
 
 async fn projection_pool(db: &TestDb) -> PgPool {
-    let config = boomerang_service_kit::config::PostgresConfig {
-        url: db.url().to_owned(),
-        max_connections: 4,
-        acquire_timeout_ms: 5_000,
-    };
-    let pool = boomerang_service_kit::db::pool(&config, "projection").unwrap();
+    let pool = db.pool("projection");
     boomerang_service_kit::db::ensure_schema(&pool, "projection")
         .await
         .unwrap();

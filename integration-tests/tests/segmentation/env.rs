@@ -211,6 +211,19 @@ impl Env {
             .name
     }
 
+    /// Erases the customer through ingestion.
+    pub async fn erase(&self, tenant: &str, customer: &str) {
+        self.ingest()
+            .erase_customer(authed(
+                &self.writer_token(tenant),
+                ipb::EraseCustomerRequest {
+                    name: customer.into(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+
     /// A full recompute of the tenant through `server`.
     pub async fn recompute(&self, server: &TestServer, tenant: &str) -> pb::RecomputeResponse {
         SegmentationServiceClient::new(server.channel())

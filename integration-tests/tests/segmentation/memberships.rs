@@ -220,13 +220,7 @@ async fn orders_move_customers_between_segments_and_the_events_and_history_follo
     assert_eq!(lines.len(), 2);
 
     // Erasure takes the customer out of every segment and deletes its history.
-    env.ingest()
-        .erase_customer(authed(
-            &env.writer_token("acme"),
-            ipb::EraseCustomerRequest { name: cat.clone() },
-        ))
-        .await
-        .unwrap();
+    env.erase("acme", &cat).await;
     env.wait_for("acme", &cat, "Cat erased", |s| s.is_empty())
         .await;
     assert!(env.explain("acme", &cat).await.history.is_empty());
@@ -265,15 +259,7 @@ async fn a_recompute_from_the_kept_copy_reads_only_what_changed_and_leaves_nothi
     )
     .await;
     for erased in &names[1..3] {
-        env.ingest()
-            .erase_customer(authed(
-                &env.writer_token("acme"),
-                ipb::EraseCustomerRequest {
-                    name: erased.clone(),
-                },
-            ))
-            .await
-            .unwrap();
+        env.erase("acme", erased).await;
         env.wait_for("acme", erased, "erased", |s| s.is_empty())
             .await;
     }

@@ -88,6 +88,17 @@ impl TestDb {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// A small pool on the test database whose connections work in `schema` (created by the service's migrations
+    /// or by the caller).
+    pub fn pool(&self, schema: &str) -> sqlx::PgPool {
+        let config = boomerang_service_kit::config::PostgresConfig {
+            url: self.url.clone(),
+            max_connections: 4,
+            acquire_timeout_ms: 5_000,
+        };
+        boomerang_service_kit::db::pool(&config, schema).expect("test pool")
+    }
 }
 
 impl Drop for TestDb {

@@ -751,12 +751,7 @@ mod tests {
     use boomerang_testkit::TestDb;
 
     async fn pool(db: &TestDb) -> PgPool {
-        let config = boomerang_service_kit::config::PostgresConfig {
-            url: db.url().to_owned(),
-            max_connections: 4,
-            acquire_timeout_ms: 5_000,
-        };
-        let pool = boomerang_service_kit::db::pool(&config, crate::SCHEMA).unwrap();
+        let pool = db.pool(crate::SCHEMA);
         crate::migrate(&pool).await.unwrap();
         pool
     }
