@@ -40,6 +40,12 @@ impl Population {
         self.parts.iter().flatten()
     }
 
+    /// Slices covering everyone, at least one per core (up to eight), for evaluating in parallel.
+    pub fn per_core(&self) -> Vec<&[Row]> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.slices(cores.min(8))
+    }
+
     /// At least `threads` slices (when there are that many customers) covering everyone, for parallel work.
     pub fn slices(&self, threads: usize) -> Vec<&[Row]> {
         let size = self.len().div_ceil(threads.max(1)).max(1);

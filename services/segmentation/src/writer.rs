@@ -614,13 +614,10 @@ fn evaluate_all(all: &Population, today: NaiveDate, mut scoring: Scoring) -> Eva
         .flatten();
     let scored = population.len();
     drop(population);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
     let scoring_ref = &scoring;
     let parts: Vec<PartDiff> = std::thread::scope(|scope| {
         let handles: Vec<_> = all
-            .slices(threads)
+            .per_core()
             .into_iter()
             .map(|part| {
                 scope.spawn(move || {

@@ -78,7 +78,7 @@ pub async fn record(
         .await?;
     }
     // Written a few events at a time: a tenant's first recompute announces a million changes, and holding all their
-    // payloads at once, with the copy the insert encodes, took its peak from 706 MiB to 935–1 016 MiB.
+    // payloads at once, with the copy the insert encodes, kept its peak at 935–1 016 MiB instead of 706 MiB.
     let mut events = Vec::new();
     for (kind, list) in [("segment.exited", &exited), ("segment.entered", &entered)] {
         for chunk in list.chunks(CHANGES_PER_EVENT) {

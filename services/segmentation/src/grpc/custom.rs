@@ -385,12 +385,9 @@ fn preview(
     sample_size: usize,
 ) -> Preview {
     let started = Instant::now();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
     let parts: Vec<(Vec<&Features>, usize)> = std::thread::scope(|scope| {
         let handles: Vec<_> = all
-            .slices(threads)
+            .per_core()
             .into_iter()
             .map(|rows| {
                 scope.spawn(move || {
