@@ -1,18 +1,18 @@
 //! Membership reads: GetCustomerSegments at a fixed concurrency through a real `boomerang serve` (auth, the tower
 //! stack, the cache's marker check and set read), against `redis-benchmark` GET in the same run.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boomerang_proto::segmentation as pb;
 use boomerang_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
-use boomerang_testkit::{authed, unique_name};
+use boomerang_testkit::unique_name;
 use sqlx::{Connection, PgConnection};
+use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::report::{ms, quantile};
 use crate::server::{self, Server, TENANT};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// Customers with memberships in the cache.
     #[arg(long, default_value_t = 100_000)]
@@ -66,52 +66,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::cache::wait_complete(&mut redis_conn, &ready_key).await?;
 
     let token = server::token(&["segmentation.read"])?;
-    let latencies = Arc::new(Mutex::new(Vec::new()));
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    let channels: Vec<_> = (0..args.connections.max(1))
-        .map(|_| server.connect())
-        .collect::<Result<_, _>>()?;
-    for worker in 0..args.concurrency {
-        let mut client = SegmentationServiceClient::new(channels[worker % channels.len()].clone());
-        let token = token.clone();
-        let latencies = latencies.clone();
-        let customers = args.customers;
-        tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            let mut n = worker as u64;
-            while Instant::now() < deadline {
-                n = n
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let customer = 1 + (n >> 33) % customers;
-                let call = Instant::now();
-                let response = client
-                    .get_customer_segments(authed(
-                        &token,
-                        pb::GetCustomerSegmentsRequest {
-                            customer: format!("tenants/{TENANT}/customers/{customer}"),
-                            as_of_time: None,
-                        },
-                    ))
-                    .await?
-                    .into_inner();
-                mine.push(call.elapsed());
-                anyhow::ensure!(
-                    response.source == "cache" && response.segments.len() == 2,
-                    "{response:?}"
-                );
-            }
-            latencies.lock().expect("latencies").extend(mine);
-            Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    let elapsed = started.elapsed();
-    let mut latencies = std::mem::take(&mut *latencies.lock().expect("latencies"));
+    let address = server.address().to_owned();
+    // The load runs on one thread of its own, as redis-benchmark's does: the two cores are shared by this client, the
+    // server and Redis, and a client spread over both would take turns with the server on each.
+    let load_args = args.clone();
+    let load = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(read_load(address, token, load_args))
+    });
+    let (mut latencies, elapsed) = load
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
     let calls = latencies.len();
     let throughput = calls as f64 / elapsed.as_secs_f64();
     let p50 = quantile(&mut latencies, 0.5);
@@ -149,4 +116,55 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     crate::cache::delete_prefix(&mut redis_conn, &prefix).await?;
     Ok(())
+}
+
+/// `concurrency` callers reading random customers' segments until the time is up: every call's latency and the time
+/// the whole took.
+async fn read_load(
+    address: String,
+    token: String,
+    args: Args,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let authorization: MetadataValue<Ascii> = format!("Bearer {token}").parse()?;
+    let channels: Vec<_> = (0..args.connections.max(1))
+        .map(|_| tonic::transport::Endpoint::from_shared(address.clone()).map(|e| e.connect_lazy()))
+        .collect::<Result<_, _>>()?;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..args.concurrency {
+        let mut client = SegmentationServiceClient::new(channels[worker % channels.len()].clone());
+        let authorization = authorization.clone();
+        let customers = args.customers;
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut n = worker as u64;
+            while Instant::now() < deadline {
+                n = n
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let customer = 1 + (n >> 33) % customers;
+                let mut request = tonic::Request::new(pb::GetCustomerSegmentsRequest {
+                    customer: format!("tenants/{TENANT}/customers/{customer}"),
+                    as_of_time: None,
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", authorization.clone());
+                let call = Instant::now();
+                let response = client.get_customer_segments(request).await?.into_inner();
+                mine.push(call.elapsed());
+                anyhow::ensure!(
+                    response.source == "cache" && response.segments.len() == 2,
+                    "{response:?}"
+                );
+            }
+            Ok(mine)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok((latencies, started.elapsed()))
 }

@@ -101,9 +101,9 @@ impl Server {
         Ok(server)
     }
 
-    /// A new HTTP/2 connection to the server (`channel` is one shared connection).
-    pub fn connect(&self) -> anyhow::Result<Channel> {
-        Ok(tonic::transport::Endpoint::from_shared(self.address.clone())?.connect_lazy())
+    /// The server's address, for clients of its own to connect to (`channel` is one shared connection).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {

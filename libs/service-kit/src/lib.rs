@@ -5,6 +5,7 @@
 //! A service is a library that turns a [`Platform`] into a [`ServiceBundle`]; the per-service binaries, the
 //! all-in-one binary and the test harness all serve bundles through [`serve`].
 
+mod coalesce;
 pub mod config;
 pub mod db;
 mod server;

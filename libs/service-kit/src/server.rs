@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -19,6 +20,7 @@ use tower::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::coalesce::CoalescedWrites;
 use crate::config::{KitConfig, ServerConfig};
 use crate::shutdown::Shutdown;
 
@@ -238,7 +240,10 @@ pub async fn serve(
     tracing::info!(addr = ?local_addr, services = ?names, "serving grpc");
     // The builder's tcp_nodelay applies only to listeners it binds itself: set it on the accepted streams, or Nagle's
     // algorithm holds small responses back until the client's delayed ACK (about 40 ms at the tail).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Responses that finish together leave in one write (see `coalesce`).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(CoalescedWrites::new));
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(stack)
