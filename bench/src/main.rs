@@ -13,6 +13,10 @@ mod server;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator the binaries use, so the client's share of the machine is what a Boomerang client's would be.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "boomerang-bench", about = "Boomerang benchmarks")]
 struct Cli {

@@ -26,6 +26,10 @@ pub struct Args {
     /// HTTP/2 connections the calls are spread over (as several client replicas would open).
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// The server's tokio worker threads (`TOKIO_WORKER_THREADS`). One by default: on two cores that also run this
+    /// client and Redis, a second worker only takes turns with them, and the turns are the latency's tail.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -57,6 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ),
             ("BOOMERANG_SEGMENTATION__TICK_MS", "200".into()),
             ("BOOMERANG_TELEMETRY__LOG_LEVEL", "error".into()),
+            ("TOKIO_WORKER_THREADS", args.server_threads.to_string()),
         ],
     )
     .await?;
@@ -83,6 +88,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let throughput = calls as f64 / elapsed.as_secs_f64();
     let p50 = quantile(&mut latencies, 0.5);
     let p99 = quantile(&mut latencies, 0.99);
+    let p90 = quantile(&mut latencies, 0.9);
+    let p999 = quantile(&mut latencies, 0.999);
     server.stop()?;
 
     // The same machine's raw Redis: GET at the same concurrency.
@@ -106,12 +113,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("| measure | GetCustomerSegments | redis-benchmark GET |");
     println!("|---|---|---|");
     println!(
-        "| concurrency | {} over {} connections | {} |",
-        args.concurrency, args.connections, args.concurrency
+        "| concurrency | {} over {} connections, {} server thread(s) | {} |",
+        args.concurrency, args.connections, args.server_threads, args.concurrency
     );
     println!("| throughput | {throughput:.0}/s | {redis_rps:.0}/s |");
     println!("| p50 | {:.3} ms | {redis_p50:.3} ms |", ms(p50));
+    println!("| p90 | {:.3} ms | |", ms(p90));
     println!("| p99 | {:.3} ms | {redis_p99:.3} ms |", ms(p99));
+    println!("| p99.9 | {:.3} ms | |", ms(p999));
     println!("| ratio of throughputs | {:.2} | |", throughput / redis_rps);
 
     crate::cache::delete_prefix(&mut redis_conn, &prefix).await?;

@@ -8,11 +8,14 @@
 //! the Postgres commit and the cache write, a flush) deletes the marker, and readers fall back to Postgres until
 //! the cache is rebuilt.
 
+mod reads;
+
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 
+use self::reads::{Query, Reads};
 use crate::db::memberships::Change;
 use crate::domain::segments::SegmentId;
 
@@ -22,6 +25,7 @@ const CHUNK: usize = 20_000;
 #[derive(Clone)]
 pub struct Cache {
     connection: ConnectionManager,
+    reads: Reads,
     prefix: String,
     apply: Script,
 }
@@ -60,7 +64,8 @@ return 1
 
 impl Cache {
     /// A cache at `url` whose keys start with `prefix`. Connects lazily and reconnects by itself; calls fail fast
-    /// while Redis is away, so readers can fall back to Postgres.
+    /// while Redis is away, so readers can fall back to Postgres. Starts the task that sends concurrent reads
+    /// together, so it is called inside the runtime.
     pub fn new(url: &str, prefix: &str) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
@@ -68,8 +73,10 @@ impl Cache {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            reads: Reads::start(connection.clone()),
+            connection,
             prefix: prefix.to_owned(),
             apply: Script::new(APPLY),
         })
@@ -97,12 +104,8 @@ impl Cache {
         tenant: &str,
         customer: i64,
     ) -> RedisResult<Option<Vec<SegmentId>>> {
-        let mut connection = self.connection.clone();
-        let (ready, mut segments): (Option<String>, Vec<SegmentId>) = redis::pipe()
-            .get(self.ready_key(tenant))
-            .smembers(self.customer_key(tenant, customer))
-            .query_async(&mut connection)
-            .await?;
+        let (ready, segments) = self.read(tenant, customer, Query::Segments).await?;
+        let mut segments: Vec<SegmentId> = redis::from_redis_value(segments)?;
         segments.sort_unstable();
         Ok(complete(ready.as_deref()).then_some(segments))
     }
@@ -114,13 +117,20 @@ impl Cache {
         segment: SegmentId,
         customer: i64,
     ) -> RedisResult<Option<bool>> {
-        let mut connection = self.connection.clone();
-        let (ready, member): (Option<String>, bool) = redis::pipe()
-            .get(self.ready_key(tenant))
-            .sismember(self.customer_key(tenant, customer), segment)
-            .query_async(&mut connection)
-            .await?;
+        let (ready, member) = self.read(tenant, customer, Query::Member(segment)).await?;
+        let member: bool = redis::from_redis_value(member)?;
         Ok(complete(ready.as_deref()).then_some(member))
+    }
+
+    /// The tenant's marker, then `query` of the customer's set, sent with the other reads of the moment.
+    async fn read(&self, tenant: &str, customer: i64, query: Query) -> RedisResult<reads::Answer> {
+        self.reads
+            .read(
+                self.ready_key(tenant),
+                self.customer_key(tenant, customer),
+                query,
+            )
+            .await
     }
 
     /// The version the cache reflects, `None` when it is not complete.

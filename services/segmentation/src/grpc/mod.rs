@@ -20,6 +20,7 @@ use boomerang_service_kit::status::{
 use boomerang_service_kit::time::{from_timestamp, to_timestamp};
 use chrono::{DateTime, Utc};
 use futures::Stream;
+use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
 use self::convert::{settings_from, settings_proto};
@@ -249,11 +250,26 @@ impl SegmentationApi {
             Ok(None) => self.writer.request_rebuild(tenant.as_str()),
             Err(err) => tracing::debug!(error = %err, "cache unavailable; reading Postgres"),
         }
-        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        let segments = memberships::segments_of(&mut conn, tenant.as_str(), customer, None)
-            .await
-            .map_err(db)?;
-        Ok((segments, "postgres"))
+        Ok((
+            self.stored_segments(tenant, customer, None).await?,
+            "postgres",
+        ))
+    }
+
+    /// The customer's segments as Postgres records them, now or as of `at`. Boxed: the reads that the cache answers
+    /// do not carry (and move) the state of a Postgres query with them.
+    fn stored_segments<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        customer: i64,
+        at: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'a, Result<Vec<SegmentId>, Status>> {
+        Box::pin(async move {
+            let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+            memberships::segments_of(&mut conn, tenant.as_str(), customer, at)
+                .await
+                .map_err(db)
+        })
     }
 }
 
@@ -364,14 +380,10 @@ impl SegmentationService for SegmentationApi {
         let as_of = time_field("as_of_time", request.as_of_time.as_ref())?;
         let (segments, source) = match as_of {
             None => self.current_segments(&tenant, customer).await?,
-            Some(at) => {
-                let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-                let segments =
-                    memberships::segments_of(&mut conn, tenant.as_str(), customer, Some(at))
-                        .await
-                        .map_err(db)?;
-                (segments, "postgres")
-            }
+            Some(at) => (
+                self.stored_segments(&tenant, customer, Some(at)).await?,
+                "postgres",
+            ),
         };
         let slugs = self
             .catalogue
@@ -415,10 +427,7 @@ impl SegmentationService for SegmentationApi {
             Ok(None) => self.writer.request_rebuild(tenant.as_str()),
             Err(err) => tracing::debug!(error = %err, "cache unavailable; reading Postgres"),
         }
-        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        let segments = memberships::segments_of(&mut conn, tenant.as_str(), customer, None)
-            .await
-            .map_err(db)?;
+        let segments = self.stored_segments(&tenant, customer, None).await?;
         Ok(Response::new(pb::IsMemberResponse {
             member: segments.contains(&segment),
             source: "postgres".into(),
