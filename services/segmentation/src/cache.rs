@@ -262,3 +262,56 @@ impl Cache {
 fn complete(ready: Option<&str>) -> bool {
     ready.is_some_and(|v| v.parse::<i64>().is_ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use boomerang_testkit::{TestRedis, redis_url};
+    use futures::future::join_all;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_sent_together_answer_each_for_its_own_tenant_and_customer() {
+        let redis = TestRedis::new();
+        let cache = Cache::new(&redis_url(), redis.prefix()).unwrap();
+        let members: Vec<(i64, Vec<SegmentId>)> =
+            (1..=40).map(|c| (c, vec![(c % 6) as i16, 11])).collect();
+        cache.rebuild("acme", 3, &members).await.unwrap();
+        // globex's sets are there but its marker is not: half built, never to be served as complete.
+        cache.rebuild("globex", 5, &members).await.unwrap();
+        cache.invalidate("globex").await.unwrap();
+
+        let reads = (1..=40i64).map(|customer| {
+            let cache = cache.clone();
+            async move {
+                let tenant = if customer % 2 == 0 { "acme" } else { "globex" };
+                let segments = cache.customer_segments(tenant, customer).await.unwrap();
+                let member = cache
+                    .is_member(tenant, (customer % 6) as i16, customer)
+                    .await
+                    .unwrap();
+                let other = cache.is_member(tenant, 12, customer).await.unwrap();
+                (customer, tenant, segments, member, other)
+            }
+        });
+        for (customer, tenant, segments, member, other) in join_all(reads).await {
+            if tenant == "acme" {
+                let mut expected = vec![(customer % 6) as i16, 11];
+                expected.sort_unstable();
+                assert_eq!(segments, Some(expected), "customer {customer}");
+                assert_eq!(member, Some(true), "customer {customer}");
+                assert_eq!(other, Some(false), "customer {customer}");
+            } else {
+                assert_eq!(
+                    (segments, member, other),
+                    (None, None, None),
+                    "customer {customer}"
+                );
+            }
+        }
+        assert_eq!(
+            cache.customer_segments("acme", 999).await.unwrap(),
+            Some(vec![])
+        );
+    }
+}
