@@ -87,15 +87,15 @@ impl Cache {
     }
 
     fn ready_key(&self, tenant: &str) -> String {
-        format!("{}:ready", self.tag(tenant))
+        format!("{}:{{{tenant}}}:ready", self.prefix)
     }
 
     fn customer_key(&self, tenant: &str, customer: i64) -> String {
-        format!("{}:c:{customer}", self.tag(tenant))
+        format!("{}:{{{tenant}}}:c:{customer}", self.prefix)
     }
 
     fn segment_key(&self, tenant: &str, segment: SegmentId) -> String {
-        format!("{}:s:{segment}", self.tag(tenant))
+        format!("{}:{{{tenant}}}:s:{segment}", self.prefix)
     }
 
     /// The customer's current segments, or `None` when the cache is not complete.

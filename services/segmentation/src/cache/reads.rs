@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::segments::SegmentId;
 
-/// The most reads in one pipeline.
-const MOST: usize = 256;
+/// The most reads in one pipeline: about 8 KiB of commands, less than Redis takes from a connection in one read
+/// (16 KiB), so a batch's commands run back to back as one read's own pipeline does, its markers right before its
+/// set reads.
+const MOST: usize = 64;
 
 /// What a read asks of the customer's set.
 #[derive(Debug, Clone, Copy)]
