@@ -30,7 +30,7 @@ enum Bench {
     Ingest(ingest::Args),
     /// Full recompute of a synthetic tenant's segments, against the RFM one SQL query computes.
     Recompute(recompute::Args),
-    /// GetCustomerSegments reads at a fixed concurrency, against redis-benchmark GET.
+    /// GetCustomerSegments reads at a fixed concurrency, against redis-benchmark GET and the server's health check.
     Reads(reads::Args),
     /// Orders at a steady rate through ingestion; time from acknowledgement to segmentation's cache update.
     Live(live::Args),

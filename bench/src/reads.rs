@@ -1,5 +1,6 @@
 //! Membership reads: GetCustomerSegments at a fixed concurrency through a real `boomerang serve` (auth, the tower
-//! stack, the cache's marker check and set read), against `redis-benchmark` GET in the same run.
+//! stack, the cache's marker check and set read), against `redis-benchmark` GET in the same run, and the same
+//! server's health check at the same concurrency as the floor any gRPC call pays here.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,9 @@ use boomerang_proto::segmentation::segmentation_service_client::SegmentationServ
 use boomerang_testkit::unique_name;
 use sqlx::{Connection, PgConnection};
 use tonic::metadata::{Ascii, MetadataValue};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::report::{ms, quantile};
 use crate::server::{self, Server, TENANT};
@@ -71,25 +75,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::cache::wait_complete(&mut redis_conn, &ready_key).await?;
 
     let token = server::token(&["segmentation.read"])?;
-    let address = server.address().to_owned();
-    // The load runs on one thread of its own, as redis-benchmark's does: the two cores are shared by this client, the
-    // server and Redis, and a client spread over both would take turns with the server on each.
-    let load_args = args.clone();
-    let load = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(read_load(address, token, load_args))
-    });
-    let (mut latencies, elapsed) = load
-        .join()
-        .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
-    let calls = latencies.len();
-    let throughput = calls as f64 / elapsed.as_secs_f64();
-    let p50 = quantile(&mut latencies, 0.5);
-    let p99 = quantile(&mut latencies, 0.99);
-    let p90 = quantile(&mut latencies, 0.9);
-    let p999 = quantile(&mut latencies, 0.999);
+    let reads = measure(server.address(), &token, &args, Call::CustomerSegments)?;
+    // The floor: the same server, connections and concurrency answering a call with no token, no Redis and no work.
+    let floor = measure(server.address(), &token, &args, Call::HealthCheck)?;
     server.stop()?;
 
     // The same machine's raw Redis: GET at the same concurrency.
@@ -110,29 +98,85 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let (redis_rps, redis_p50, redis_p99) = (row[0], row[3], row[5]);
 
-    println!("| measure | GetCustomerSegments | redis-benchmark GET |");
-    println!("|---|---|---|");
     println!(
-        "| concurrency | {} over {} connections, {} server thread(s) | {} |",
+        "| measure | GetCustomerSegments | Health/Check (the gRPC floor) | redis-benchmark GET |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| concurrency | {} over {} connections, {} server thread(s) | the same | {} |",
         args.concurrency, args.connections, args.server_threads, args.concurrency
     );
-    println!("| throughput | {throughput:.0}/s | {redis_rps:.0}/s |");
-    println!("| p50 | {:.3} ms | {redis_p50:.3} ms |", ms(p50));
-    println!("| p90 | {:.3} ms | |", ms(p90));
-    println!("| p99 | {:.3} ms | {redis_p99:.3} ms |", ms(p99));
-    println!("| p99.9 | {:.3} ms | |", ms(p999));
-    println!("| ratio of throughputs | {:.2} | |", throughput / redis_rps);
+    println!(
+        "| throughput | {:.0}/s | {:.0}/s | {redis_rps:.0}/s |",
+        reads.throughput, floor.throughput
+    );
+    let row = |name: &str, of: fn(&Figures) -> Duration, redis: Option<f64>| {
+        let redis = redis.map_or(String::new(), |v| format!("{v:.3} ms"));
+        println!(
+            "| {name} | {:.3} ms | {:.3} ms | {redis} |",
+            ms(of(&reads)),
+            ms(of(&floor))
+        );
+    };
+    row("p50", |f| f.p50, Some(redis_p50));
+    row("p90", |f| f.p90, None);
+    row("p99", |f| f.p99, Some(redis_p99));
+    row("p99.9", |f| f.p999, None);
+    println!(
+        "| ratio of throughputs to Redis | {:.2} | {:.2} | |",
+        reads.throughput / redis_rps,
+        floor.throughput / redis_rps
+    );
 
     crate::cache::delete_prefix(&mut redis_conn, &prefix).await?;
     Ok(())
 }
 
-/// `concurrency` callers reading random customers' segments until the time is up: every call's latency and the time
-/// the whole took.
-async fn read_load(
+/// What the load calls.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// GetCustomerSegments of a random customer, checked to come from the cache.
+    CustomerSegments,
+    /// The health service's Check: no token, no Redis, an answer from memory.
+    HealthCheck,
+}
+
+struct Figures {
+    throughput: f64,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    p999: Duration,
+}
+
+/// Runs the load on one thread of its own, as redis-benchmark's does: the two cores are shared by this client, the
+/// server and Redis, and a client spread over both would take turns with the server on each.
+fn measure(address: &str, token: &str, args: &Args, call: Call) -> anyhow::Result<Figures> {
+    let (address, token, args) = (address.to_owned(), token.to_owned(), args.clone());
+    let load = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(load(address, token, args, call))
+    });
+    let (mut latencies, elapsed) = load
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+    Ok(Figures {
+        throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: quantile(&mut latencies, 0.5),
+        p90: quantile(&mut latencies, 0.9),
+        p99: quantile(&mut latencies, 0.99),
+        p999: quantile(&mut latencies, 0.999),
+    })
+}
+
+/// `concurrency` callers making `call` until the time is up: every call's latency and the time the whole took.
+async fn load(
     address: String,
     token: String,
     args: Args,
+    call: Call,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let authorization: MetadataValue<Ascii> = format!("Bearer {token}").parse()?;
     let channels: Vec<_> = (0..args.connections.max(1))
@@ -142,7 +186,9 @@ async fn read_load(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..args.concurrency {
-        let mut client = SegmentationServiceClient::new(channels[worker % channels.len()].clone());
+        let channel = channels[worker % channels.len()].clone();
+        let mut segments = SegmentationServiceClient::new(channel.clone());
+        let mut health = HealthClient::new(channel);
         let authorization = authorization.clone();
         let customers = args.customers;
         tasks.push(tokio::spawn(async move {
@@ -153,20 +199,34 @@ async fn read_load(
                     .wrapping_mul(6_364_136_223_846_793_005)
                     .wrapping_add(1_442_695_040_888_963_407);
                 let customer = 1 + (n >> 33) % customers;
-                let mut request = tonic::Request::new(pb::GetCustomerSegmentsRequest {
-                    customer: format!("tenants/{TENANT}/customers/{customer}"),
-                    as_of_time: None,
-                });
-                request
-                    .metadata_mut()
-                    .insert("authorization", authorization.clone());
-                let call = Instant::now();
-                let response = client.get_customer_segments(request).await?.into_inner();
-                mine.push(call.elapsed());
-                anyhow::ensure!(
-                    response.source == "cache" && response.segments.len() == 2,
-                    "{response:?}"
-                );
+                let started = Instant::now();
+                match call {
+                    Call::CustomerSegments => {
+                        let mut request = tonic::Request::new(pb::GetCustomerSegmentsRequest {
+                            customer: format!("tenants/{TENANT}/customers/{customer}"),
+                            as_of_time: None,
+                        });
+                        request
+                            .metadata_mut()
+                            .insert("authorization", authorization.clone());
+                        let response = segments.get_customer_segments(request).await?.into_inner();
+                        anyhow::ensure!(
+                            response.source == "cache" && response.segments.len() == 2,
+                            "{response:?}"
+                        );
+                    }
+                    Call::HealthCheck => {
+                        let request = HealthCheckRequest {
+                            service: String::new(),
+                        };
+                        let response = health.check(request).await?.into_inner();
+                        anyhow::ensure!(
+                            response.status() == ServingStatus::Serving,
+                            "{response:?}"
+                        );
+                    }
+                }
+                mine.push(started.elapsed());
             }
             Ok(mine)
         }));
