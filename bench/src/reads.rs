@@ -75,9 +75,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::cache::wait_complete(&mut redis_conn, &ready_key).await?;
 
     let token = server::token(&["segmentation.read"])?;
-    let reads = measure(server.address(), &token, &args, Call::CustomerSegments)?;
+    let reads = measure(server.address(), &token, &args, Call::CustomerSegments).await?;
     // The floor: the same server, connections and concurrency answering a call with no token, no Redis and no work.
-    let floor = measure(server.address(), &token, &args, Call::HealthCheck)?;
+    let floor = measure(server.address(), &token, &args, Call::HealthCheck).await?;
     server.stop()?;
 
     // The same machine's raw Redis: GET at the same concurrency.
@@ -151,17 +151,15 @@ struct Figures {
 
 /// Runs the load on one thread of its own, as redis-benchmark's does: the two cores are shared by this client, the
 /// server and Redis, and a client spread over both would take turns with the server on each.
-fn measure(address: &str, token: &str, args: &Args, call: Call) -> anyhow::Result<Figures> {
+async fn measure(address: &str, token: &str, args: &Args, call: Call) -> anyhow::Result<Figures> {
     let (address, token, args) = (address.to_owned(), token.to_owned(), args.clone());
-    let load = std::thread::spawn(move || {
+    let (mut latencies, elapsed) = tokio::task::spawn_blocking(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(load(address, token, args, call))
-    });
-    let (mut latencies, elapsed) = load
-        .join()
-        .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+    })
+    .await??;
     Ok(Figures {
         throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: quantile(&mut latencies, 0.5),

@@ -113,6 +113,12 @@ async fn send(mut connection: ConnectionManager, reads: Vec<Read>) {
     }
     let replies: RedisResult<Vec<Value>> = pipe.query_async(&mut connection).await;
     let answers = replies.and_then(|mut replies| {
+        if replies.len() != markers.len() + reads.len() {
+            return Err(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "a pipeline of reads got a different number of replies",
+            )));
+        }
         let commands = replies.split_off(markers.len());
         let markers = replies
             .into_iter()
