@@ -87,15 +87,15 @@ impl Cache {
     }
 
     fn ready_key(&self, tenant: &str) -> String {
-        format!("{}:{{{tenant}}}:ready", self.prefix)
+        format!("{}:ready", self.tag(tenant))
     }
 
     fn customer_key(&self, tenant: &str, customer: i64) -> String {
-        format!("{}:{{{tenant}}}:c:{customer}", self.prefix)
+        format!("{}:c:{customer}", self.tag(tenant))
     }
 
     fn segment_key(&self, tenant: &str, segment: SegmentId) -> String {
-        format!("{}:{{{tenant}}}:s:{segment}", self.prefix)
+        format!("{}:s:{segment}", self.tag(tenant))
     }
 
     /// The customer's current segments, or `None` when the cache is not complete.
