@@ -21,6 +21,7 @@ mod grpc;
 mod population;
 mod predictions;
 mod schedule;
+mod tenant_locks;
 mod writer;
 
 pub use app::{SCHEMA, SERVICE_NAME, build, migrate, pool};

@@ -9,8 +9,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::OwnedMutexGuard;
+
 use crate::db::features::Stored;
 use crate::domain::evaluate::Features;
+use crate::tenant_locks::TenantLocks;
 
 /// Whether `changed` customers are a small part of `of`: at most a quarter (or a few thousand).
 pub fn small_change(changed: usize, of: usize) -> bool {
@@ -113,6 +116,24 @@ pub struct Held {
 pub struct Residents {
     budget: usize,
     held: Arc<Mutex<Kept>>,
+    /// Per tenant, whose turn it is with the copy: a recompute, preview or fit that comes while another has the copy
+    /// out waits for it to come back caught up, instead of finding it gone and reading the whole tenant.
+    turns: TenantLocks,
+}
+
+/// A caller's turn with a tenant's kept copy: it takes the copy out, brings it up to date and keeps it again before
+/// the turn ends; a caller that fails lets it go, and the next one reads in full.
+pub struct Turn {
+    residents: Residents,
+    tenant: String,
+    _lock: OwnedMutexGuard<()>,
+}
+
+impl Turn {
+    /// Takes the copy out if it reflects `version` or an earlier one (a later copy stays for those who can use it).
+    pub fn take(&self, version: i64) -> Option<Held> {
+        self.residents.take(&self.tenant, version)
+    }
 }
 
 #[derive(Default)]
@@ -128,12 +149,20 @@ impl Residents {
         Self {
             budget,
             held: Arc::default(),
+            turns: TenantLocks::default(),
         }
     }
 
-    /// Takes the tenant's copy out if it reflects `version` or an earlier one (a later copy stays for those who
-    /// can use it). The caller brings it up to date and gives it back with [`Residents::keep`].
-    pub fn take(&self, tenant: &str, version: i64) -> Option<Held> {
+    /// Waits for the tenant's turn with its copy.
+    pub async fn turn(&self, tenant: &str) -> Turn {
+        Turn {
+            residents: self.clone(),
+            tenant: tenant.to_owned(),
+            _lock: self.turns.lock(tenant).await,
+        }
+    }
+
+    fn take(&self, tenant: &str, version: i64) -> Option<Held> {
         let mut kept = self.held.lock().expect("residents");
         match kept.tenants.get(tenant) {
             Some((held, _)) if held.version <= version => {

@@ -66,8 +66,7 @@ fn bound_note(model: &str, names: &[&str], fitted_at_bound: &[usize]) -> Option<
 /// Fits BG/NBD and Gamma-Gamma to every customer with an eligible order, and stores what converged.
 pub async fn fit(writer: &Writer, tenant: &TenantId) -> Result<FitOutcome, FitJobError> {
     let today = Utc::now().date_naive();
-    let mut snapshot = crate::db::snapshot(&writer.pool).await?;
-    let all = writer.population(&mut snapshot, tenant.as_str()).await?;
+    let (snapshot, all) = writer.snapshot_population(tenant.as_str()).await?;
     snapshot.commit().await?;
     let results = tokio::task::spawn_blocking(move || {
         // A large tenant is fitted on a sample chosen by a hash of the customer id (the same customers at every

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use boomerang_auth::TenantId;
 use boomerang_events::Outbox;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{Notify, OwnedMutexGuard};
 
 use crate::cache::{Applied, Cache};
@@ -24,7 +24,8 @@ use crate::domain::clusters;
 use crate::domain::evaluate::{self, Evaluation, Features, Scoring};
 use crate::domain::rfm::{Boundaries, RfmValues};
 use crate::domain::segments::SegmentId;
-use crate::population::{self, Population, Residents};
+use crate::population::{self, Population, Residents, Turn};
+use crate::tenant_locks::TenantLocks;
 
 /// A customer leaving every segment for a reason other than its features: merged into another, or erased.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct Pending {
     population: Option<ToKeep>,
     /// The change rewrote much of the tenant: the tables' statistics are refreshed after it.
     mass_change: bool,
+    /// A recompute's turn with the tenant's kept copy, until the copy is kept again.
+    _copy_turn: Option<Turn>,
     _lock: OwnedMutexGuard<()>,
 }
 
@@ -81,7 +84,7 @@ pub struct Writer {
     pub residents: Residents,
     /// A statistics refresh is running.
     analyzing: Arc<AtomicBool>,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: TenantLocks,
     stale: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
 }
@@ -102,14 +105,7 @@ impl Writer {
 
     /// Waits for the tenant's lock.
     pub async fn lock(&self, tenant: &str) -> OwnedMutexGuard<()> {
-        let lock = self
-            .locks
-            .lock()
-            .expect("tenant locks")
-            .entry(tenant.to_owned())
-            .or_default()
-            .clone();
-        lock.lock_owned().await
+        self.locks.lock(tenant).await
     }
 
     /// Asks the scheduler to rebuild the tenant's cache.
@@ -204,6 +200,7 @@ impl Writer {
             changes,
             population: None,
             mass_change: false,
+            _copy_turn: None,
             _lock: lock,
         })
     }
@@ -236,7 +233,8 @@ impl Writer {
         let scoring = scoring::load(conn, t).await?;
         let started = Instant::now();
         // Every version before this one is committed (each bumped the version row this transaction now holds).
-        let held = self.residents.take(t, version - 1);
+        let copy = self.residents.turn(t).await;
+        let held = copy.take(version - 1);
         let (all, read) =
             features::load_current(conn, &self.pool, t, held, (version - 1, pruned)).await?;
         let load = started.elapsed();
@@ -289,6 +287,7 @@ impl Writer {
                 changes,
                 population: population.map(|all| (all, evaluated.updates)),
                 mass_change,
+                _copy_turn: Some(copy),
                 _lock: lock,
             },
             stats,
@@ -367,18 +366,21 @@ impl Writer {
         Ok(stats)
     }
 
-    /// Every customer of the tenant as `snapshot` (a read-only, repeatable-read transaction) sees them: the kept
-    /// copy brought up to date, or a full read, which is then kept (previews, model fits).
-    pub async fn population(
+    /// A read-only, repeatable-read snapshot of the tenant and every customer as it sees them: the kept copy
+    /// brought up to date, or a full read, which is then kept (previews, model fits). The snapshot opens once it is
+    /// this caller's turn with the copy, so a wait holds no connection.
+    pub async fn snapshot_population(
         &self,
-        snapshot: &mut PgConnection,
         tenant: &str,
-    ) -> Result<Arc<Population>, LoadError> {
-        let state = features::log_state(snapshot, tenant).await?;
-        let held = self.residents.take(tenant, state.0);
-        let (all, _) = features::load_current(snapshot, &self.pool, tenant, held, state).await?;
+    ) -> Result<(Transaction<'static, Postgres>, Arc<Population>), LoadError> {
+        let turn = self.residents.turn(tenant).await;
+        let mut snapshot = crate::db::snapshot(&self.pool).await?;
+        let state = features::log_state(&mut snapshot, tenant).await?;
+        let held = turn.take(state.0);
+        let (all, _) =
+            features::load_current(&mut snapshot, &self.pool, tenant, held, state).await?;
         self.residents.keep(tenant, state.0, all.clone());
-        Ok(all)
+        Ok((snapshot, all))
     }
 
     /// Writes committed changes to the cache; on any failure the cache is marked for a rebuild. A recompute's

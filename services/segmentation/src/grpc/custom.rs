@@ -319,13 +319,12 @@ impl SegmentationApi {
             n => n,
         } as usize;
         // One snapshot of the tenant: its scoring and every customer's features.
-        let mut tx = crate::db::snapshot(&self.writer.pool).await.map_err(db)?;
-        let scoring = scoring::load(&mut tx, tenant.as_str()).await.map_err(db)?;
-        let all = self
+        let (mut tx, all) = self
             .writer
-            .population(&mut tx, tenant.as_str())
+            .snapshot_population(tenant.as_str())
             .await
             .map_err(ApiError::from)?;
+        let scoring = scoring::load(&mut tx, tenant.as_str()).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         let today = Utc::now().date_naive();
         let outcome = tokio::task::spawn_blocking(move || {
