@@ -421,6 +421,11 @@ async fn bad_rules_and_requests_are_refused_and_tenants_stay_apart() {
         &[("G-1", "GUS", 3, 100, Paid), ("G-2", "GIL", 3, 100, Paid)],
     )
     .await;
+    // The rules see the customers once segmentation has their features.
+    for (tenant, person) in [("acme", "ANN"), ("globex", "GUS"), ("globex", "GIL")] {
+        let name = env.customer(tenant, person).await;
+        env.wait_for(tenant, &name, person, |s| !s.is_empty()).await;
+    }
     env.create_segment("acme", "vip", "frequency >= 1")
         .await
         .unwrap();
