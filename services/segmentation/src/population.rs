@@ -136,6 +136,31 @@ impl Turn {
     }
 }
 
+/// A tenant's population lent to a reader (a preview, a model fit) together with the tenant's turn with its kept
+/// copy: a recompute that comes while it is read waits for it to be dropped, instead of copying the whole population
+/// to change it (which would hold a second population outside the budget).
+pub struct Lent {
+    population: Arc<Population>,
+    _turn: Turn,
+}
+
+impl Lent {
+    pub fn new(population: Arc<Population>, turn: Turn) -> Self {
+        Self {
+            population,
+            _turn: turn,
+        }
+    }
+}
+
+impl std::ops::Deref for Lent {
+    type Target = Population;
+
+    fn deref(&self) -> &Population {
+        &self.population
+    }
+}
+
 #[derive(Default)]
 struct Kept {
     tenants: HashMap<String, (Held, u64)>,
@@ -316,5 +341,31 @@ mod tests {
         );
         let held = residents.take("a", 7).expect("kept");
         assert_eq!((held.version, held.population.len()), (7, 2));
+    }
+
+    #[tokio::test]
+    async fn a_lent_population_keeps_the_tenants_turn_until_it_is_dropped() {
+        let residents = Residents::new(100);
+        let lent = Lent::new(of(3), residents.turn("a").await);
+        let wait = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(wait, residents.turn("a"))
+                .await
+                .is_err(),
+            "a recompute waits while a preview reads the population"
+        );
+        assert!(
+            tokio::time::timeout(wait, residents.turn("b"))
+                .await
+                .is_ok(),
+            "other tenants do not wait"
+        );
+        assert_eq!(lent.len(), 3);
+        drop(lent);
+        assert!(
+            tokio::time::timeout(wait, residents.turn("a"))
+                .await
+                .is_ok()
+        );
     }
 }

@@ -24,7 +24,7 @@ use crate::domain::clusters;
 use crate::domain::evaluate::{self, Evaluation, Features, Scoring};
 use crate::domain::rfm::{Boundaries, RfmValues};
 use crate::domain::segments::SegmentId;
-use crate::population::{self, Population, Residents, Turn};
+use crate::population::{self, Lent, Population, Residents, Turn};
 use crate::tenant_locks::TenantLocks;
 
 /// A customer leaving every segment for a reason other than its features: merged into another, or erased.
@@ -368,11 +368,12 @@ impl Writer {
 
     /// A read-only, repeatable-read snapshot of the tenant and every customer as it sees them: the kept copy
     /// brought up to date, or a full read, which is then kept (previews, model fits). The snapshot opens once it is
-    /// this caller's turn with the copy, so a wait holds no connection.
+    /// this caller's turn with the copy, so a wait holds no connection; the turn lasts until the population is
+    /// dropped.
     pub async fn snapshot_population(
         &self,
         tenant: &str,
-    ) -> Result<(Transaction<'static, Postgres>, Arc<Population>), LoadError> {
+    ) -> Result<(Transaction<'static, Postgres>, Lent), LoadError> {
         let turn = self.residents.turn(tenant).await;
         let mut snapshot = crate::db::snapshot(&self.pool).await?;
         let state = features::log_state(&mut snapshot, tenant).await?;
@@ -380,7 +381,7 @@ impl Writer {
         let (all, _) =
             features::load_current(&mut snapshot, &self.pool, tenant, held, state).await?;
         self.residents.keep(tenant, state.0, all.clone());
-        Ok((snapshot, all))
+        Ok((snapshot, Lent::new(all, turn)))
     }
 
     /// Writes committed changes to the cache; on any failure the cache is marked for a rebuild. A recompute's
