@@ -24,9 +24,13 @@ pub struct Args {
     /// Calls in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Seconds to read for.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds each measurement of a round takes.
+    #[arg(long, default_value_t = 4)]
     seconds: u64,
+    /// Rounds of the three measurements (GetCustomerSegments, the health check, redis-benchmark), each compared
+    /// within its round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// HTTP/2 connections the calls are spread over (as several client replicas would open).
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -75,16 +79,54 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::cache::wait_complete(&mut redis_conn, &ready_key).await?;
 
     let token = server::token(&["segmentation.read"])?;
-    let reads = measure(server.address(), &token, &args, Call::CustomerSegments).await?;
-    // The floor: the same server, connections and concurrency answering a call with no token, no Redis and no work.
-    let floor = measure(server.address(), &token, &args, Call::HealthCheck).await?;
+    // The host's speed drifts from minute to minute (other machines share it), so the three are measured side by
+    // side in each round and compared within it.
+    let mut rounds = Vec::new();
+    let mut redis_requests = 100_000 * args.seconds;
+    for _ in 0..args.rounds.max(1) {
+        let reads = measure(server.address(), &token, &args, Call::CustomerSegments).await?;
+        // The floor: the same server, connections and concurrency answering a call with no token, no Redis and no
+        // work.
+        let floor = measure(server.address(), &token, &args, Call::HealthCheck).await?;
+        let redis = redis_benchmark(args.concurrency, redis_requests)?;
+        redis_requests = (redis.throughput * args.seconds as f64) as u64;
+        rounds.push(Round {
+            reads,
+            floor,
+            redis,
+        });
+    }
     server.stop()?;
+    crate::cache::delete_prefix(&mut redis_conn, &prefix).await?;
+    report(&args, rounds);
+    Ok(())
+}
 
-    // The same machine's raw Redis: GET at the same concurrency.
+struct Round {
+    reads: Load,
+    floor: Load,
+    redis: RedisFigures,
+}
+
+/// One load's figures: its throughput and every call's latency.
+struct Load {
+    throughput: f64,
+    latencies: Vec<Duration>,
+}
+
+struct RedisFigures {
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The same machine's raw Redis: `requests` GETs at the same concurrency.
+fn redis_benchmark(concurrency: usize, requests: u64) -> anyhow::Result<RedisFigures> {
     let output = std::process::Command::new("redis-benchmark")
-        .args(["-t", "get", "-n", "300000", "-c"])
-        .arg(args.concurrency.to_string())
-        .arg("--csv")
+        .args(["-t", "get", "--csv", "-c"])
+        .arg(concurrency.to_string())
+        .arg("-n")
+        .arg(requests.to_string())
         .output()?;
     anyhow::ensure!(output.status.success(), "redis-benchmark failed");
     let csv = String::from_utf8(output.stdout)?;
@@ -96,40 +138,81 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .skip(1)
         .map(|field| field.trim_matches('"').parse::<f64>())
         .collect::<Result<_, _>>()?;
-    let (redis_rps, redis_p50, redis_p99) = (row[0], row[3], row[5]);
+    Ok(RedisFigures {
+        throughput: row[0],
+        p50_ms: row[3],
+        p99_ms: row[5],
+    })
+}
 
+/// Each round's throughputs and ratios, their medians, and the latencies of all rounds together.
+fn report(args: &Args, mut rounds: Vec<Round>) {
     println!(
-        "| measure | GetCustomerSegments | Health/Check (the gRPC floor) | redis-benchmark GET |"
+        "{} calls in flight over {} connections, {} server thread(s); {} rounds of {} s per measurement",
+        args.concurrency,
+        args.connections,
+        args.server_threads,
+        rounds.len(),
+        args.seconds
+    );
+    println!();
+    println!(
+        "| round | GetCustomerSegments | Health/Check (the gRPC floor) | redis-benchmark GET | ratio to Redis | the floor's ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let ratio = |round: &Round| round.reads.throughput / round.redis.throughput;
+    let floor_ratio = |round: &Round| round.floor.throughput / round.redis.throughput;
+    for (i, round) in rounds.iter().enumerate() {
+        println!(
+            "| {} | {:.0}/s | {:.0}/s | {:.0}/s | {:.2} | {:.2} |",
+            i + 1,
+            round.reads.throughput,
+            round.floor.throughput,
+            round.redis.throughput,
+            ratio(round),
+            floor_ratio(round)
+        );
+    }
+    let median = |of: &dyn Fn(&Round) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(of).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    println!(
+        "| median | {:.0}/s | {:.0}/s | {:.0}/s | **{:.2}** | {:.2} |",
+        median(&|r| r.reads.throughput),
+        median(&|r| r.floor.throughput),
+        median(&|r| r.redis.throughput),
+        median(&ratio),
+        median(&floor_ratio)
+    );
+    let (redis_p50, redis_p99) = (median(&|r| r.redis.p50_ms), median(&|r| r.redis.p99_ms));
+    let mut reads: Vec<Duration> = rounds
+        .iter_mut()
+        .flat_map(|r| std::mem::take(&mut r.reads.latencies))
+        .collect();
+    let mut floor: Vec<Duration> = rounds
+        .iter_mut()
+        .flat_map(|r| std::mem::take(&mut r.floor.latencies))
+        .collect();
+    println!();
+    println!(
+        "| latency, all rounds | GetCustomerSegments | Health/Check | redis-benchmark GET (median of rounds) |"
     );
     println!("|---|---|---|---|");
-    println!(
-        "| concurrency | {} over {} connections, {} server thread(s) | the same | {} |",
-        args.concurrency, args.connections, args.server_threads, args.concurrency
-    );
-    println!(
-        "| throughput | {:.0}/s | {:.0}/s | {redis_rps:.0}/s |",
-        reads.throughput, floor.throughput
-    );
-    let row = |name: &str, of: fn(&Figures) -> Duration, redis: Option<f64>| {
-        let redis = redis.map_or(String::new(), |v| format!("{v:.3} ms"));
+    for (name, q, redis) in [
+        ("p50", 0.5, Some(redis_p50)),
+        ("p90", 0.9, None),
+        ("p99", 0.99, Some(redis_p99)),
+        ("p99.9", 0.999, None),
+    ] {
         println!(
-            "| {name} | {:.3} ms | {:.3} ms | {redis} |",
-            ms(of(&reads)),
-            ms(of(&floor))
+            "| {name} | {:.3} ms | {:.3} ms | {} |",
+            ms(quantile(&mut reads, q)),
+            ms(quantile(&mut floor, q)),
+            redis.map_or(String::new(), |v| format!("{v:.3} ms"))
         );
-    };
-    row("p50", |f| f.p50, Some(redis_p50));
-    row("p90", |f| f.p90, None);
-    row("p99", |f| f.p99, Some(redis_p99));
-    row("p99.9", |f| f.p999, None);
-    println!(
-        "| ratio of throughputs to Redis | {:.2} | {:.2} | |",
-        reads.throughput / redis_rps,
-        floor.throughput / redis_rps
-    );
-
-    crate::cache::delete_prefix(&mut redis_conn, &prefix).await?;
-    Ok(())
+    }
 }
 
 /// What the load calls.
@@ -141,31 +224,20 @@ enum Call {
     HealthCheck,
 }
 
-struct Figures {
-    throughput: f64,
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    p999: Duration,
-}
-
 /// Runs the load on one thread of its own, as redis-benchmark's does: the two cores are shared by this client, the
 /// server and Redis, and a client spread over both would take turns with the server on each.
-async fn measure(address: &str, token: &str, args: &Args, call: Call) -> anyhow::Result<Figures> {
+async fn measure(address: &str, token: &str, args: &Args, call: Call) -> anyhow::Result<Load> {
     let (address, token, args) = (address.to_owned(), token.to_owned(), args.clone());
-    let (mut latencies, elapsed) = tokio::task::spawn_blocking(move || {
+    let (latencies, elapsed) = tokio::task::spawn_blocking(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(load(address, token, args, call))
     })
     .await??;
-    Ok(Figures {
+    Ok(Load {
         throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: quantile(&mut latencies, 0.5),
-        p90: quantile(&mut latencies, 0.9),
-        p99: quantile(&mut latencies, 0.99),
-        p999: quantile(&mut latencies, 0.999),
+        latencies,
     })
 }
 
