@@ -157,18 +157,21 @@ fn report(args: &Args, mut rounds: Vec<Round>) {
     );
     println!();
     println!(
-        "| round | GetCustomerSegments | Health/Check (the gRPC floor) | redis-benchmark GET | ratio to Redis | the floor's ratio |"
+        "| round | GetCustomerSegments (p99) | Health/Check, the gRPC floor (p99) | redis-benchmark GET (p99) | ratio to Redis | the floor's ratio |"
     );
     println!("|---|---|---|---|---|---|");
     let ratio = |round: &Round| round.reads.throughput / round.redis.throughput;
     let floor_ratio = |round: &Round| round.floor.throughput / round.redis.throughput;
-    for (i, round) in rounds.iter().enumerate() {
+    for (i, round) in rounds.iter_mut().enumerate() {
         println!(
-            "| {} | {:.0}/s | {:.0}/s | {:.0}/s | {:.2} | {:.2} |",
+            "| {} | {:.0}/s ({:.3} ms) | {:.0}/s ({:.3} ms) | {:.0}/s ({:.3} ms) | {:.2} | {:.2} |",
             i + 1,
             round.reads.throughput,
+            ms(quantile(&mut round.reads.latencies, 0.99)),
             round.floor.throughput,
+            ms(quantile(&mut round.floor.latencies, 0.99)),
             round.redis.throughput,
+            round.redis.p99_ms,
             ratio(round),
             floor_ratio(round)
         );
