@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -131,7 +132,7 @@ async fn backbone() -> Backbone {
 }
 
 impl Backbone {
-    fn consumer(&self, name: &str, gate: Option<Arc<Semaphore>>) -> Consumer<Recorder> {
+    fn consumer(&self, name: &str, gate: Option<Arc<Gate>>) -> Consumer<Recorder> {
         let source = EventSource {
             channel: self.server.channel(),
             method: METHOD,
@@ -156,7 +157,22 @@ impl Backbone {
 /// Records each event it handles; a duplicate would violate the primary key and fail the batch.
 struct Recorder {
     /// When set, each batch waits for a permit after writing its rows and before committing.
-    gate: Option<Arc<Semaphore>>,
+    gate: Option<Arc<Gate>>,
+}
+
+/// Batches pass one per permit; `arrived` counts the batches that reached it, so a test can tell when one waits.
+struct Gate {
+    permits: Semaphore,
+    arrived: AtomicUsize,
+}
+
+impl Gate {
+    fn new(permits: usize) -> Self {
+        Self {
+            permits: Semaphore::new(permits),
+            arrived: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl EventHandler for Recorder {
@@ -176,7 +192,8 @@ impl EventHandler for Recorder {
             .await?;
         }
         if let Some(gate) = &self.gate {
-            gate.acquire().await.expect("gate open").forget();
+            gate.arrived.fetch_add(1, Ordering::SeqCst);
+            gate.permits.acquire().await.expect("gate open").forget();
         }
         Ok(())
     }
@@ -305,16 +322,20 @@ async fn a_consumer_killed_mid_batch_resumes_with_nothing_lost_or_doubled() {
     tx.commit().await.unwrap();
 
     // Let exactly two batches commit; the third writes its rows and then waits at the gate, mid-transaction.
-    let gate = Arc::new(Semaphore::new(2));
+    let gate = Arc::new(Gate::new(2));
     let crashed = tokio::spawn(
         b.consumer("resumable", Some(gate.clone()))
             .run(b.platform.shutdown.clone()),
     );
-    let before_crash = eventually(Duration::from_secs(20), "two committed batches", || async {
-        let position = consumer_position(&b.pool, "resumable").await.unwrap();
-        (position >= 200 && gate.available_permits() == 0).then_some(position)
-    })
+    // Batches run one after another, so once the third has reached the gate the second has committed.
+    eventually(
+        Duration::from_secs(20),
+        "a third batch at the gate",
+        || async { (gate.arrived.load(Ordering::SeqCst) == 3).then_some(()) },
+    )
     .await;
+    let before_crash = consumer_position(&b.pool, "resumable").await.unwrap();
+    assert!(before_crash > 0, "two batches committed");
     assert!(
         before_crash < 1000,
         "the consumer is mid-stream when it dies"
