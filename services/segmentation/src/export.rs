@@ -43,7 +43,7 @@ pub async fn rfm(
          CROSS JOIN LATERAL (SELECT (o.place_time AT TIME ZONE 'UTC')::date AS day) d
          LEFT JOIN customers c ON c.tenant_id = o.tenant_id AND c.customer_id = o.customer_id
          WHERE o.tenant_id = $1 AND o.eligible
-           AND d.day > ($3::date - make_interval(years => $2))::date AND d.day <= $3::date
+           AND (d.day + make_interval(years => $2))::date > $3::date AND d.day <= $3::date
          GROUP BY o.customer_id, c.external_id
          ORDER BY 1",
     )
@@ -156,7 +156,7 @@ pub async fn predictions(
              FROM orders o
              CROSS JOIN LATERAL (SELECT (o.place_time AT TIME ZONE 'UTC')::date AS day) d
              WHERE o.tenant_id = $1 AND o.eligible
-               AND d.day > ($3::date - make_interval(years => $2))::date AND d.day <= $3::date
+               AND (d.day + make_interval(years => $2))::date > $3::date AND d.day <= $3::date
              GROUP BY o.customer_id, d.day)
          SELECT coalesce(c.external_id, days.customer_id::text), sum(orders)::int8, sum(spend)::int8,
                 min(day), max(day), count(*), (array_agg(spend ORDER BY day))[1]

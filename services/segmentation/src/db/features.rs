@@ -58,6 +58,7 @@ struct FeatureRow {
     tenant_before: i64,
     all_before: i64,
     share_due: Option<NaiveDate>,
+    next_order_day: Option<NaiveDate>,
 }
 
 /// Computes the features of `customers` on `today` from their orders, transactions, birth date and consents.
@@ -71,15 +72,17 @@ pub async fn compute(
 ) -> Result<Vec<Features>, sqlx::Error> {
     let rows: Vec<FeatureRow> = sqlx::query_as(
         "WITH ids AS MATERIALIZED (SELECT DISTINCT unnest($2::int8[]) AS customer_id),
-         eo AS (
-             SELECT ids.customer_id, d.day, o.amount_minor, o.channel, o.category, o.place_time, o.order_id,
-                    min(d.day) OVER (PARTITION BY ids.customer_id) AS first_day
+         lo AS (
+             SELECT ids.customer_id, d.day, o.amount_minor, o.channel, o.category, o.place_time, o.order_id
              FROM ids
                   CROSS JOIN LATERAL (SELECT * FROM orders o
                                       WHERE o.tenant_id = $1 AND o.customer_id = ids.customer_id AND o.eligible
                                       OFFSET 0) o
                   CROSS JOIN LATERAL (SELECT (o.place_time AT TIME ZONE 'UTC')::date AS day) d
-             WHERE d.day > ($3::date - make_interval(years => $4))::date AND d.day <= $3::date),
+             WHERE (d.day + make_interval(years => $4))::date > $3::date),
+         eo AS (
+             SELECT lo.*, min(day) OVER (PARTITION BY customer_id) AS first_day FROM lo WHERE day <= $3::date),
+         nx AS (SELECT customer_id, min(day) AS next_order_day FROM lo WHERE day > $3::date GROUP BY customer_id),
          o AS (
              SELECT customer_id, count(*)::int4 AS frequency, sum(amount_minor)::int8 AS monetary,
                     min(day) AS first_day, max(day) AS last_day, array_agg(DISTINCT day) AS days,
@@ -89,12 +92,14 @@ pub async fn compute(
              FROM eo GROUP BY customer_id),
          t AS (
              SELECT t.customer_id,
-                    max(d.day) FILTER (WHERE d.day > ($3::date - make_interval(months => $7))::date) AS category_day,
+                    max(d.day) FILTER (WHERE (d.day + make_interval(months => $7))::date > $3::date
+                                             AND d.day <= $3::date) AS category_day,
                     coalesce(sum(t.amount_minor) FILTER (WHERE d.recent AND t.merchant_id = ANY($6)), 0)::int8 AS tenant_recent,
                     coalesce(sum(t.amount_minor) FILTER (WHERE d.recent), 0)::int8 AS all_recent,
                     coalesce(sum(t.amount_minor) FILTER (WHERE d.before AND t.merchant_id = ANY($6)), 0)::int8 AS tenant_before,
                     coalesce(sum(t.amount_minor) FILTER (WHERE d.before), 0)::int8 AS all_before,
-                    least(min((d.day + make_interval(months => $8))::date)
+                    least(min(d.day) FILTER (WHERE d.day > $3::date),
+                          min((d.day + make_interval(months => $8))::date)
                               FILTER (WHERE (d.day + make_interval(months => $8))::date > $3::date),
                           min((d.day + make_interval(months => 2 * $8))::date)
                               FILTER (WHERE (d.day + make_interval(months => 2 * $8))::date > $3::date)) AS share_due
@@ -105,10 +110,10 @@ pub async fn compute(
                       SELECT (t.occur_time AT TIME ZONE 'UTC')::date AS day) day0
                   CROSS JOIN LATERAL (
                       SELECT day0.day,
-                             day0.day > ($3::date - make_interval(months => $8))::date AND day0.day <= $3::date
+                             (day0.day + make_interval(months => $8))::date > $3::date AND day0.day <= $3::date
                                  AS recent,
-                             day0.day > ($3::date - make_interval(months => 2 * $8))::date
-                                 AND day0.day <= ($3::date - make_interval(months => $8))::date AS before) d
+                             (day0.day + make_interval(months => 2 * $8))::date > $3::date
+                                 AND (day0.day + make_interval(months => $8))::date <= $3::date AS before) d
              WHERE t.category = $5 AND $5 <> ''
              GROUP BY t.customer_id),
          k AS (
@@ -125,8 +130,9 @@ pub async fn compute(
                 coalesce(k.consent, 0::int2) AS consent, t.category_day,
                 coalesce(t.tenant_recent, 0) AS tenant_recent, coalesce(t.all_recent, 0) AS all_recent,
                 coalesce(t.tenant_before, 0) AS tenant_before, coalesce(t.all_before, 0) AS all_before,
-                t.share_due
+                t.share_due, nx.next_order_day
          FROM ids LEFT JOIN o USING (customer_id) LEFT JOIN t USING (customer_id) LEFT JOIN k USING (customer_id)
+              LEFT JOIN nx USING (customer_id)
               LEFT JOIN LATERAL (SELECT c.birth_date FROM customers c
                                  WHERE c.tenant_id = $1 AND c.customer_id = ids.customer_id OFFSET 0) c ON true",
     )
@@ -170,6 +176,7 @@ pub async fn compute(
                     all_before: row.all_before,
                 },
                 share_due: row.share_due,
+                next_order_day: row.next_order_day,
             }
         })
         .collect())
@@ -224,6 +231,7 @@ pub async fn store(
     let last_day = days(&|(f, _)| f.last_day);
     let category_day = days(&|(f, _)| f.category_day);
     let share_due = days(&|(f, _)| f.share_due);
+    let next_order_day = days(&|(f, _)| f.next_order_day);
     let birth_date = days(&|(f, _)| f.birth_date);
     let due = days(&|(_, s)| s.due);
     let gap: Vec<Option<f32>> = rows
@@ -243,17 +251,17 @@ pub async fn store(
         "INSERT INTO features (tenant_id, customer_id, frequency, monetary, first_day, last_day, purchase_days,
                                typical_gap, category_day, tenant_recent, all_recent, tenant_before, all_before,
                                share_due, segments, due_date, first_day_spend, first_channel, first_category,
-                               birth_date, consent)
+                               birth_date, consent, next_order_day)
          SELECT $1, i.id, i.frequency, i.monetary, i.first_day, i.last_day, i.purchase_days, i.gap, i.category_day,
                 i.tenant_recent, i.all_recent, i.tenant_before, i.all_before, i.share_due,
                 i.segments::int2[], i.due, i.first_day_spend, i.first_channel, i.first_category, i.birth_date,
-                i.consent
+                i.consent, i.next_order_day
          FROM unnest($2::int8[], $3::int8[], $4::int8[], $5::date[], $6::date[], $7::int8[], $8::real[],
                      $9::date[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::date[], $15::text[],
-                     $16::date[], $17::int8[], $18::int2[], $19::text[], $20::date[], $21::int2[])
+                     $16::date[], $17::int8[], $18::int2[], $19::text[], $20::date[], $21::int2[], $22::date[])
               AS i(id, frequency, monetary, first_day, last_day, purchase_days, gap, category_day, tenant_recent,
                    all_recent, tenant_before, all_before, share_due, segments, due, first_day_spend,
-                   first_channel, first_category, birth_date, consent)
+                   first_channel, first_category, birth_date, consent, next_order_day)
          ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
              frequency = EXCLUDED.frequency, monetary = EXCLUDED.monetary, first_day = EXCLUDED.first_day,
              last_day = EXCLUDED.last_day, purchase_days = EXCLUDED.purchase_days,
@@ -263,7 +271,8 @@ pub async fn store(
              share_due = EXCLUDED.share_due, segments = EXCLUDED.segments,
              due_date = EXCLUDED.due_date, first_day_spend = EXCLUDED.first_day_spend,
              first_channel = EXCLUDED.first_channel, first_category = EXCLUDED.first_category,
-             birth_date = EXCLUDED.birth_date, consent = EXCLUDED.consent",
+             birth_date = EXCLUDED.birth_date, consent = EXCLUDED.consent,
+             next_order_day = EXCLUDED.next_order_day",
     )
     .bind(tenant)
     .bind(&ids)
@@ -286,6 +295,7 @@ pub async fn store(
     .bind(&first_category)
     .bind(&birth_date)
     .bind(&consent)
+    .bind(&next_order_day)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -533,7 +543,8 @@ async fn copy_out(
     let sql = format!(
         "COPY (SELECT customer_id, frequency, monetary, first_day, last_day, purchase_days, typical_gap,
                       category_day, tenant_recent, all_recent, tenant_before, all_before, share_due, segments,
-                      due_date, first_day_spend, first_channel, first_category, birth_date, consent
+                      due_date, first_day_spend, first_channel, first_category, birth_date, consent,
+                      next_order_day
                FROM features WHERE tenant_id = '{tenant}' {filter}) TO STDOUT WITH (FORMAT binary)"
     );
     let mut stream = conn.copy_out_raw(&sql).await?;
@@ -631,7 +642,7 @@ impl<'a> Reader<'a> {
         if fields == -1 {
             return Tuple::End;
         }
-        let mut values: [Option<&[u8]>; 20] = [None; 20];
+        let mut values: [Option<&[u8]>; COLUMNS] = [None; COLUMNS];
         if fields as usize != values.len() {
             return Tuple::Malformed;
         }
@@ -687,7 +698,10 @@ fn int2_array(bytes: &[u8]) -> Option<Vec<SegmentId>> {
         .collect()
 }
 
-fn decode(v: &[Option<&[u8]>; 20]) -> Option<(Features, Stored)> {
+/// The columns of a copied features row, in the order `copy_out` selects them.
+const COLUMNS: usize = 21;
+
+fn decode(v: &[Option<&[u8]>; COLUMNS]) -> Option<(Features, Stored)> {
     Some((
         Features {
             customer_id: int(v[0])?,
@@ -716,6 +730,7 @@ fn decode(v: &[Option<&[u8]>; 20]) -> Option<(Features, Stored)> {
             },
             birth_date: date(v[18])?,
             consent: u8::try_from(int(v[19])?).ok()?,
+            next_order_day: date(v[20])?,
         },
         Stored {
             segments: int2_array(v[13]?)?,
@@ -865,5 +880,64 @@ mod tests {
         assert_eq!(features.last_day, None);
         assert_eq!((features.typical_gap, features.consent), (Some(2.5), 5));
         assert_eq!(rows[0].0.first_day, NaiveDate::from_ymd_opt(2000, 1, 1));
+    }
+
+    /// A date the features name is the day they change: an order placed ahead of today counts from its own day, and
+    /// a transaction of 31 August leaves a six-month window on the 28 February its due date names.
+    #[tokio::test]
+    async fn the_day_a_date_names_is_the_day_the_features_change() {
+        let db = TestDb::new().await;
+        let pool = pool(&db).await;
+        sqlx::raw_sql(
+            "INSERT INTO orders (tenant_id, order_id, customer_id, place_time, eligible, amount_minor, channel)
+             VALUES ('t', 'a', 1, '2026-08-20 10:00Z', true, 1000, 1),
+                    ('t', 'b', 1, '2026-09-02 23:30Z', true, 500, 2);
+             INSERT INTO transactions (tenant_id, transaction_id, customer_id, merchant_id, category,
+                                       amount_minor, occur_time)
+             VALUES ('t', 'x', 1, 'me', 'fuel', 100, '2026-08-31 12:00Z'),
+                    ('t', 'y', 1, 'other', 'fuel', 300, '2026-09-01 12:00Z');",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let settings = Settings {
+            merchant_category: "fuel".into(),
+            own_merchant_ids: vec!["me".into()],
+            share_window_months: 6,
+            ..Settings::default()
+        };
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let on = |today: &'static str| {
+            let (pool, settings) = (pool.clone(), settings.clone());
+            async move {
+                let mut conn = pool.acquire().await.unwrap();
+                let mut rows = compute(&mut conn, "t", &[1], day(today), &settings)
+                    .await
+                    .unwrap();
+                rows.pop().unwrap()
+            }
+        };
+        let share = |f: &Features| {
+            let s = f.share;
+            (s.tenant_recent, s.all_recent, s.tenant_before, s.all_before)
+        };
+
+        let before = on("2026-09-01").await;
+        assert_eq!(before.frequency, 1, "tomorrow's order does not count yet");
+        assert_eq!(before.next_order_day, Some(day("2026-09-02")));
+        assert_eq!(share(&before), (100, 400, 0, 0));
+        assert_eq!(before.share_due, Some(day("2027-02-28")));
+        let next = on("2026-09-02").await;
+        assert_eq!((next.frequency, next.monetary), (2, 1500), "it counts on its day");
+        assert_eq!(next.next_order_day, None);
+
+        assert_eq!(share(&on("2027-02-27").await), (100, 400, 0, 0));
+        let moved = on("2027-02-28").await;
+        assert_eq!(
+            share(&moved),
+            (0, 300, 100, 100),
+            "31 August's spend has left the recent window on the day named"
+        );
+        assert_eq!(moved.share_due, Some(day("2027-03-01")));
     }
 }

@@ -41,8 +41,10 @@ pub struct Features {
     /// Last day with spend in the tenant's category within `non_customer_months`.
     pub category_day: Option<NaiveDate>,
     pub share: ShareOfWallet,
-    /// First day on which a transaction crosses a share-of-wallet window boundary.
+    /// First day on which a transaction enters the share-of-wallet windows or crosses one of their boundaries.
     pub share_due: Option<NaiveDate>,
+    /// First day on which an eligible order placed ahead of the day the features were computed starts to count.
+    pub next_order_day: Option<NaiveDate>,
 }
 
 pub const CONSENT_EMAIL: u8 = 1;
@@ -259,7 +261,7 @@ fn due(features: &Features, today: NaiveDate, settings: &Effective) -> Option<Na
     let last = features.last_day;
     let first = features.first_day;
     // Fixed-size, so evaluating a million customers allocates nothing here.
-    let candidates: [Option<NaiveDate>; 7] = [
+    let candidates: [Option<NaiveDate>; 8] = [
         last.and_then(|l| months_after(l, s.dormant_months)),
         last.and_then(|l| months_after(l, s.non_customer_months)),
         last.zip(features.typical_gap)
@@ -271,6 +273,7 @@ fn due(features: &Features, today: NaiveDate, settings: &Effective) -> Option<Na
             .category_day
             .and_then(|d| months_after(d, s.non_customer_months)),
         features.share_due,
+        features.next_order_day,
     ];
     candidates
         .into_iter()
