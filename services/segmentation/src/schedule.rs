@@ -92,7 +92,7 @@ pub async fn sweep_due(writer: &Writer) -> Result<usize, sqlx::Error> {
             let Ok(tenant) = TenantId::parse(&tenant) else {
                 continue;
             };
-            writer.refresh_now(&tenant, &customers).await?;
+            writer.refresh_due(&tenant, &customers).await?;
             refreshed += customers.len();
         }
     }

@@ -332,16 +332,26 @@ impl Writer {
         Ok((row, stats))
     }
 
-    /// Refreshes `customers` of one tenant in a transaction of its own, and writes the result to the cache.
-    pub async fn refresh_now(
+    /// Refreshes the customers of one tenant whose due date has come, in a transaction of its own, and writes the
+    /// result to the cache. A customer erased or merged away since the sweep listed it stays gone: refreshing it
+    /// would write a new, empty features row, and a rule such as `!email_marketing` would let the person enter.
+    pub async fn refresh_due(
         &self,
         tenant: &TenantId,
         customers: &[i64],
     ) -> Result<usize, sqlx::Error> {
         let lock = self.lock(tenant.as_str()).await;
         let mut tx = self.pool.begin().await?;
+        // Erasures and merges delete features rows under the same lock, so what is here now stays until the commit.
+        let existing: Vec<i64> = sqlx::query_scalar(
+            "SELECT customer_id FROM features WHERE tenant_id = $1 AND customer_id = ANY($2)",
+        )
+        .bind(tenant.as_str())
+        .bind(customers)
+        .fetch_all(&mut *tx)
+        .await?;
         let pending = self
-            .refresh(&mut tx, lock, tenant, customers, &[], Utc::now())
+            .refresh(&mut tx, lock, tenant, &existing, &[], Utc::now())
             .await?;
         tx.commit().await?;
         let changed = pending.changes.len();
@@ -689,5 +699,48 @@ fn diff(
             entered: true,
             reason: evaluate::reason(*segment, features, evaluation, today, scoring),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use boomerang_testkit::{TestDb, TestRedis, redis_url};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_customer_erased_after_the_sweep_listed_it_is_not_brought_back() {
+        let db = TestDb::new().await;
+        let pool = db.pool(crate::SCHEMA);
+        crate::migrate(&pool).await.unwrap();
+        let redis = TestRedis::new();
+        let writer = Writer::new(
+            pool.clone(),
+            Outbox::new(crate::SCHEMA),
+            Cache::new(&redis_url(), redis.prefix()).unwrap(),
+            Residents::new(0),
+        );
+        sqlx::raw_sql(
+            "INSERT INTO features (tenant_id, customer_id, frequency, monetary, purchase_days, due_date)
+             SELECT 't', id, 0, 0, 0, current_date - 1 FROM generate_series(1, 2) id;
+             INSERT INTO membership_versions VALUES ('t', 1);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        // The sweep listed both; customer 2 is erased before its refresh takes the tenant's lock.
+        sqlx::query("DELETE FROM features WHERE customer_id = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let tenant = TenantId::parse("t").unwrap();
+        writer.refresh_due(&tenant, &[1, 2]).await.unwrap();
+
+        let rows: Vec<(i64, Option<NaiveDate>)> =
+            sqlx::query_as("SELECT customer_id, due_date FROM features ORDER BY customer_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(rows, [(1, None)], "1 re-checked, 2 still erased");
     }
 }

@@ -928,7 +928,11 @@ mod tests {
         assert_eq!(share(&before), (100, 400, 0, 0));
         assert_eq!(before.share_due, Some(day("2027-02-28")));
         let next = on("2026-09-02").await;
-        assert_eq!((next.frequency, next.monetary), (2, 1500), "it counts on its day");
+        assert_eq!(
+            (next.frequency, next.monetary),
+            (2, 1500),
+            "it counts on its day"
+        );
         assert_eq!(next.next_order_day, None);
 
         assert_eq!(share(&on("2027-02-27").await), (100, 400, 0, 0));
