@@ -200,6 +200,10 @@ fn keys(config: &Config) -> anyhow::Result<TokenKeys> {
 
 async fn export(config: Option<&std::path::Path>, args: ExportArgs) -> anyhow::Result<()> {
     let tenant = TenantId::parse(&args.tenant).map_err(|err| anyhow::anyhow!("--tenant: {err}"))?;
+    anyhow::ensure!(
+        args.segment.is_none() || matches!(args.kind, ExportKind::Members),
+        "--segment is for a members export; the rfm and predictions exports cover every scored customer"
+    );
     let pool = services::segmentation_pool(&services::load(config)?)?;
     let out: Box<dyn std::io::Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
