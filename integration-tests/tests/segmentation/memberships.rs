@@ -186,6 +186,53 @@ async fn orders_move_customers_between_segments_and_the_events_and_history_follo
         "{moved:?}"
     );
 
+    // Sizes over time, and one customer's segments as of a time, from the history.
+    let sizes = env
+        .segments()
+        .get_segment_sizes(authed(
+            &env.reader_token("acme"),
+            pb::GetSegmentSizesRequest {
+                parent: "tenants/acme".into(),
+                times: vec![to_timestamp(t1), to_timestamp(t2)],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .sizes;
+    let lifecycle = |at: usize| {
+        ["lifecycle-dormant", "lifecycle-active", "lifecycle-new"].map(|slug| {
+            let name = format!("tenants/acme/segments/{slug}");
+            sizes[at].sizes.get(&name).copied().unwrap_or(0)
+        })
+    };
+    assert_eq!(lifecycle(0), [1, 1, 1], "Bob dormant, Ann active, Cat new");
+    assert_eq!(lifecycle(1), [0, 2, 1], "Bob back");
+    for (at, is, is_not) in [
+        (t1, "lifecycle-dormant", "lifecycle-active"),
+        (t2, "lifecycle-active", "lifecycle-dormant"),
+    ] {
+        let response = env
+            .segments()
+            .get_customer_segments(authed(
+                &env.reader_token("acme"),
+                pb::GetCustomerSegmentsRequest {
+                    customer: bob.clone(),
+                    as_of_time: Some(to_timestamp(at)),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let slugs: Vec<String> = response
+            .segments
+            .iter()
+            .map(|s| s.rsplit('/').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(response.source, "postgres");
+        assert!(has(&slugs, is) && !has(&slugs, is_not), "{slugs:?}");
+    }
+
     // The exports for an email tool: RFM as the definition scores it today, and a segment's members.
     let mut csv = Vec::new();
     let today = Utc::now().date_naive();

@@ -705,7 +705,8 @@ impl SegmentationService for SegmentationApi {
         let mut times = Vec::with_capacity(request.times.len());
         for (i, t) in request.times.iter().enumerate() {
             match from_timestamp(t) {
-                Some(t) => times.push(t),
+                // To the microsecond, as Postgres keeps them: the rows come back keyed by the stored time.
+                Some(t) => times.push(chrono::SubsecRound::trunc_subsecs(t, 6)),
                 None => violations.add(format!("times[{i}]"), "is not a valid timestamp"),
             }
         }
