@@ -221,15 +221,35 @@ pub async fn sizes(
     tenant: &str,
     times: &[DateTime<Utc>],
 ) -> Result<Vec<(DateTime<Utc>, SegmentId, i64)>, sqlx::Error> {
+    let mut times = times.to_vec();
+    times.sort_unstable();
+    times.dedup();
+    // One pass over the tenant's memberships, not one per time: each stay covers a run of the sorted times, found by
+    // binary search (`width_bucket` counts the times at or before a moment; stored times are whole microseconds, so
+    // a microsecond less makes it "before"). A stay adds one at the first time it covers and takes it off after the
+    // last, and a running sum per segment gives the sizes. A year of daily sizes over a million memberships: 0.56 s,
+    // against 26 s comparing every membership with every time (measured in psql).
     sqlx::query_as(
-        "SELECT t.at, m.segment, count(*)
-         FROM unnest($2::timestamptz[]) AS t(at)
-         JOIN memberships m ON m.tenant_id = $1 AND m.enter_time <= t.at
-                           AND (m.exit_time IS NULL OR m.exit_time > t.at)
-         GROUP BY t.at, m.segment ORDER BY t.at, m.segment",
+        "WITH m AS (
+             SELECT segment, width_bucket(enter_time - interval '1 microsecond', $2) + 1 AS first,
+                    CASE WHEN exit_time IS NULL THEN cardinality($2)
+                         ELSE width_bucket(exit_time - interval '1 microsecond', $2) END AS last
+             FROM memberships WHERE tenant_id = $1),
+         steps AS (
+             SELECT segment, k, sum(delta) AS delta
+             FROM m CROSS JOIN LATERAL (VALUES (m.first, 1), (m.last + 1, -1)) AS d(k, delta)
+             WHERE m.first <= m.last AND d.k <= cardinality($2)
+             GROUP BY segment, k),
+         sizes AS (
+             SELECT s.segment, k.k,
+                    sum(coalesce(steps.delta, 0)) OVER (PARTITION BY s.segment ORDER BY k.k) AS size
+             FROM (SELECT DISTINCT segment FROM steps) s
+                  CROSS JOIN generate_series(1, cardinality($2)) AS k(k)
+                  LEFT JOIN steps ON steps.segment = s.segment AND steps.k = k.k)
+         SELECT ($2::timestamptz[])[k], segment, size::int8 FROM sizes WHERE size > 0 ORDER BY k, segment",
     )
     .bind(tenant)
-    .bind(times)
+    .bind(&times)
     .fetch_all(&mut *conn)
     .await
 }
@@ -285,4 +305,49 @@ pub async fn all_current(
     .bind(tenant)
     .fetch_all(&mut *conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use boomerang_testkit::TestDb;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sizes_count_a_stay_from_its_entry_up_to_but_not_at_its_exit() {
+        let db = TestDb::new().await;
+        let pool = db.pool(crate::SCHEMA);
+        crate::migrate(&pool).await.unwrap();
+        // Segment 1: customer 1 from 10:00 to 12:00, customer 2 from 11:00 on; segment 2 (another tenant's) too.
+        sqlx::raw_sql(
+            "INSERT INTO memberships (tenant_id, segment, customer_id, enter_time, enter_reason, exit_time) VALUES
+                 ('t', 1, 1, '2026-01-01 10:00Z', '', '2026-01-01 12:00Z'),
+                 ('t', 1, 2, '2026-01-01 11:00Z', '', NULL),
+                 ('u', 2, 3, '2026-01-01 09:00Z', '', NULL);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let at = |hour: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+                .unwrap()
+                .and_hms_opt(hour, 0, 0)
+                .unwrap()
+                .and_utc()
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        // Unsorted, repeated, and on the very moments of entry and exit.
+        let rows = sizes(
+            &mut conn,
+            "t",
+            &[at(12), at(9), at(10), at(11), at(12), at(13)],
+        )
+        .await
+        .unwrap();
+        let found: Vec<(u32, SegmentId, i64)> = rows
+            .into_iter()
+            .map(|(t, segment, n)| (chrono::Timelike::hour(&t), segment, n))
+            .collect();
+        assert_eq!(found, [(10, 1, 1), (11, 1, 2), (12, 1, 1), (13, 1, 1)]);
+    }
 }
