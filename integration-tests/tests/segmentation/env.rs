@@ -137,6 +137,42 @@ impl Env {
         assert_eq!(response.summary.unwrap().invalid, 0);
     }
 
+    /// Market transactions of customers known by their external id: (transaction id, external id, merchant id,
+    /// merchant category, days ago, amount).
+    pub async fn transactions(&self, tenant: &str, rows: &[(&str, &str, &str, &str, i64, i64)]) {
+        let transactions = rows
+            .iter()
+            .map(
+                |(id, customer, merchant, category, days_ago, amount)| ipb::MarketTransaction {
+                    transaction_id: (*id).into(),
+                    customer: Some(external_id(customer)),
+                    merchant_id: (*merchant).into(),
+                    merchant_category: (*category).into(),
+                    amount: Some(ipb::Money {
+                        currency_code: "EUR".into(),
+                        minor_units: *amount,
+                    }),
+                    occur_time: Some(to_timestamp(Utc::now() - chrono::Duration::days(*days_ago))),
+                    ..Default::default()
+                },
+            )
+            .collect();
+        let response = self
+            .ingest()
+            .ingest_transactions(authed(
+                &self.writer_token(tenant),
+                ipb::IngestTransactionsRequest {
+                    parent: format!("tenants/{tenant}"),
+                    transactions,
+                    mode: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.summary.unwrap().invalid, 0);
+    }
+
     /// Sets a customer's marketing consent on one channel.
     pub async fn consent(
         &self,

@@ -554,6 +554,90 @@ async fn time_alone_moves_a_customer_through_its_due_date() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn market_spend_and_buying_rhythm_reach_the_lifecycle_and_rupture_segments() {
+    let env = start(None).await;
+    let token = env.reader_token("acme");
+    let mut settings = env
+        .segments()
+        .get_settings(authed(
+            &token,
+            pb::GetSettingsRequest {
+                parent: "tenants/acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    settings.merchant_category = "fashion".into();
+    settings.own_merchant_ids = vec!["acme-shop".into()];
+    env.segments()
+        .update_settings(authed(
+            &token,
+            pb::UpdateSettingsRequest {
+                settings: Some(settings),
+            },
+        ))
+        .await
+        .unwrap();
+    // Nia never bought here but spends on fashion elsewhere. Deb buys here, and her fashion spend moved from acme's
+    // shop (all of it, eight months ago) to others' (90 % of it, last month). Eve bought every ten days, then
+    // stopped 80 days ago.
+    env.transactions(
+        "acme",
+        &[
+            ("T-1", "NIA", "rival", "fashion", 30, 5_000),
+            ("T-2", "DEB", "acme-shop", "fashion", 250, 1_000),
+            ("T-3", "DEB", "acme-shop", "fashion", 30, 100),
+            ("T-4", "DEB", "rival", "fashion", 30, 900),
+            ("T-5", "DEB", "grocer", "food", 30, 9_000),
+        ],
+    )
+    .await;
+    env.orders(
+        "acme",
+        &[
+            ("D-1", "DEB", 100, 2_000, Paid),
+            ("E-1", "EVE", 100, 1_000, Paid),
+            ("E-2", "EVE", 90, 1_000, Paid),
+            ("E-3", "EVE", 80, 1_000, Paid),
+        ],
+    )
+    .await;
+    let (nia, deb, eve) = (
+        env.customer("acme", "NIA").await,
+        env.customer("acme", "DEB").await,
+        env.customer("acme", "EVE").await,
+    );
+    env.wait_for("acme", &nia, "Nia a non-customer", |s| {
+        has(s, "lifecycle-non-customer")
+    })
+    .await;
+    env.wait_for("acme", &deb, "Deb declining", |s| {
+        has(s, "lifecycle-declining")
+    })
+    .await;
+    env.wait_for("acme", &eve, "Eve overdue", |s| has(s, "rupture-overdue"))
+        .await;
+    let reason = |explained: pb::ExplainCustomerResponse, slug: &str| {
+        explained
+            .history
+            .into_iter()
+            .find(|h| h.segment.ends_with(&format!("/{slug}")) && h.exit_time.is_none())
+            .map(|h| h.enter_reason)
+            .unwrap()
+    };
+    assert_eq!(
+        reason(env.explain("acme", &deb).await, "lifecycle-declining"),
+        "share of category spend fell from 100.0% to 10.0% (declining at 70% of the window before)",
+        "other categories do not count"
+    );
+    assert_eq!(
+        reason(env.explain("acme", &eve).await, "rupture-overdue"),
+        "buys every 10 days, last order 80 days ago"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_name_the_fields() {
     let env = start(None).await;
     let token = env.reader_token("acme");
