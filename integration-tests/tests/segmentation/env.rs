@@ -173,6 +173,35 @@ impl Env {
         assert_eq!(response.summary.unwrap().invalid, 0);
     }
 
+    /// Engagement events of a customer known by its external id, one per `days_ago`.
+    pub async fn engaged(&self, tenant: &str, external: &str, days_ago: &[i64]) {
+        let events = days_ago
+            .iter()
+            .enumerate()
+            .map(|(i, days)| ipb::EngagementEvent {
+                event_id: format!("{external}-E{i}"),
+                customer: Some(external_id(external)),
+                r#type: ipb::EngagementType::AppOpened as i32,
+                occur_time: Some(to_timestamp(Utc::now() - chrono::Duration::days(*days))),
+                ..Default::default()
+            })
+            .collect();
+        let response = self
+            .ingest()
+            .ingest_engagement_events(authed(
+                &self.writer_token(tenant),
+                ipb::IngestEngagementEventsRequest {
+                    parent: format!("tenants/{tenant}"),
+                    events,
+                    mode: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.summary.unwrap().invalid, 0);
+    }
+
     /// Sets a customer's marketing consent on one channel.
     pub async fn consent(
         &self,

@@ -330,11 +330,12 @@ async fn features_from_ingestion_reach_the_rules() {
     env.born("acme", "CAT", &birth.to_string()).await;
     env.consent("acme", "CAT", ipb::ConsentChannel::Sms, true)
         .await;
+    env.engaged("acme", "CAT", &[9, 3]).await;
     let cat = env.customer("acme", "CAT").await;
     env.create_segment(
         "acme",
         "birthday-boots",
-        r#"first_order_category == "boots" && first_order_channel == "store" && days_to_birthday <= 7 && sms_marketing && !email_marketing"#,
+        r#"first_order_category == "boots" && first_order_channel == "store" && days_to_birthday <= 7 && sms_marketing && !email_marketing && engagements >= 2 && days_since_engagement <= 3"#,
     )
     .await
     .unwrap();
@@ -353,6 +354,13 @@ async fn features_from_ingestion_reach_the_rules() {
         "the largest line"
     );
     assert_eq!(values["days_to_birthday"], "5");
+    assert_eq!(
+        (
+            values["engagements"].as_str(),
+            values["days_since_engagement"].as_str()
+        ),
+        ("2", "3")
+    );
     assert_eq!(values["average_order_value"], "4500");
     assert_eq!(
         values["age_years"],

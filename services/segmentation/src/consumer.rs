@@ -1,5 +1,5 @@
-//! Applies ingestion's events: keeps the projection of customers, orders, transactions and consents, and refreshes the
-//! memberships of every customer they touch, in the consumer's transaction (so each event counts once).
+//! Applies ingestion's events: keeps the projection of customers, orders, transactions, engagement and consents, and
+//! refreshes the memberships of every customer they touch, in the consumer's transaction (so each event counts once).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,13 @@ use crate::db::projection;
 use crate::writer::{Pending, Removal, Writer};
 
 /// Event types segmentation reads.
-pub const TYPE_PREFIXES: &[&str] = &["customer.", "order.", "transaction.", "consent."];
+pub const TYPE_PREFIXES: &[&str] = &[
+    "customer.",
+    "order.",
+    "transaction.",
+    "engagement.",
+    "consent.",
+];
 
 pub struct IngestionEvents {
     pub writer: Writer,
@@ -57,6 +63,12 @@ impl EventHandler for IngestionEvents {
                     entry.customers.extend(
                         projection::insert_transactions(tx, tenant, &payload.transactions).await?,
                     );
+                }
+                "engagement.ingested" => {
+                    let payload: pb::EngagementIngested = decode_payload(event)?;
+                    entry
+                        .customers
+                        .extend(projection::record_engagement(tx, tenant, &payload.events).await?);
                 }
                 "consent.changed" => {
                     let payload: pb::ConsentsChanged = decode_payload(event)?;

@@ -59,6 +59,8 @@ struct FeatureRow {
     all_before: i64,
     share_due: Option<NaiveDate>,
     next_order_day: Option<NaiveDate>,
+    last_engagement_day: Option<NaiveDate>,
+    engagements: i64,
 }
 
 /// Computes the features of `customers` on `today` from their orders, transactions, birth date and consents.
@@ -130,9 +132,12 @@ pub async fn compute(
                 coalesce(k.consent, 0::int2) AS consent, t.category_day,
                 coalesce(t.tenant_recent, 0) AS tenant_recent, coalesce(t.all_recent, 0) AS all_recent,
                 coalesce(t.tenant_before, 0) AS tenant_before, coalesce(t.all_before, 0) AS all_before,
-                t.share_due, nx.next_order_day
+                t.share_due, nx.next_order_day, (g.last_time AT TIME ZONE 'UTC')::date AS last_engagement_day,
+                coalesce(g.events, 0)::int8 AS engagements
          FROM ids LEFT JOIN o USING (customer_id) LEFT JOIN t USING (customer_id) LEFT JOIN k USING (customer_id)
               LEFT JOIN nx USING (customer_id)
+              LEFT JOIN LATERAL (SELECT g.last_time, g.events FROM engagement g
+                                 WHERE g.tenant_id = $1 AND g.customer_id = ids.customer_id OFFSET 0) g ON true
               LEFT JOIN LATERAL (SELECT c.birth_date FROM customers c
                                  WHERE c.tenant_id = $1 AND c.customer_id = ids.customer_id OFFSET 0) c ON true",
     )
@@ -177,6 +182,8 @@ pub async fn compute(
                 },
                 share_due: row.share_due,
                 next_order_day: row.next_order_day,
+                last_engagement_day: row.last_engagement_day,
+                engagements: row.engagements,
             }
         })
         .collect())
@@ -232,6 +239,8 @@ pub async fn store(
     let category_day = days(&|(f, _)| f.category_day);
     let share_due = days(&|(f, _)| f.share_due);
     let next_order_day = days(&|(f, _)| f.next_order_day);
+    let last_engagement_day = days(&|(f, _)| f.last_engagement_day);
+    let engagements = col(&|(f, _)| f.engagements);
     let birth_date = days(&|(f, _)| f.birth_date);
     let due = days(&|(_, s)| s.due);
     let gap: Vec<Option<f32>> = rows
@@ -251,17 +260,19 @@ pub async fn store(
         "INSERT INTO features (tenant_id, customer_id, frequency, monetary, first_day, last_day, purchase_days,
                                typical_gap, category_day, tenant_recent, all_recent, tenant_before, all_before,
                                share_due, segments, due_date, first_day_spend, first_channel, first_category,
-                               birth_date, consent, next_order_day)
+                               birth_date, consent, next_order_day, last_engagement_day, engagements)
          SELECT $1, i.id, i.frequency, i.monetary, i.first_day, i.last_day, i.purchase_days, i.gap, i.category_day,
                 i.tenant_recent, i.all_recent, i.tenant_before, i.all_before, i.share_due,
                 i.segments::int2[], i.due, i.first_day_spend, i.first_channel, i.first_category, i.birth_date,
-                i.consent, i.next_order_day
+                i.consent, i.next_order_day, i.last_engagement_day, i.engagements
          FROM unnest($2::int8[], $3::int8[], $4::int8[], $5::date[], $6::date[], $7::int8[], $8::real[],
                      $9::date[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::date[], $15::text[],
-                     $16::date[], $17::int8[], $18::int2[], $19::text[], $20::date[], $21::int2[], $22::date[])
+                     $16::date[], $17::int8[], $18::int2[], $19::text[], $20::date[], $21::int2[], $22::date[], $23::date[],
+                     $24::int8[])
               AS i(id, frequency, monetary, first_day, last_day, purchase_days, gap, category_day, tenant_recent,
                    all_recent, tenant_before, all_before, share_due, segments, due, first_day_spend,
-                   first_channel, first_category, birth_date, consent, next_order_day)
+                   first_channel, first_category, birth_date, consent, next_order_day, last_engagement_day,
+                   engagements)
          ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
              frequency = EXCLUDED.frequency, monetary = EXCLUDED.monetary, first_day = EXCLUDED.first_day,
              last_day = EXCLUDED.last_day, purchase_days = EXCLUDED.purchase_days,
@@ -272,7 +283,8 @@ pub async fn store(
              due_date = EXCLUDED.due_date, first_day_spend = EXCLUDED.first_day_spend,
              first_channel = EXCLUDED.first_channel, first_category = EXCLUDED.first_category,
              birth_date = EXCLUDED.birth_date, consent = EXCLUDED.consent,
-             next_order_day = EXCLUDED.next_order_day",
+             next_order_day = EXCLUDED.next_order_day, last_engagement_day = EXCLUDED.last_engagement_day,
+             engagements = EXCLUDED.engagements",
     )
     .bind(tenant)
     .bind(&ids)
@@ -296,6 +308,8 @@ pub async fn store(
     .bind(&birth_date)
     .bind(&consent)
     .bind(&next_order_day)
+    .bind(&last_engagement_day)
+    .bind(&engagements)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -544,7 +558,7 @@ async fn copy_out(
         "COPY (SELECT customer_id, frequency, monetary, first_day, last_day, purchase_days, typical_gap,
                       category_day, tenant_recent, all_recent, tenant_before, all_before, share_due, segments,
                       due_date, first_day_spend, first_channel, first_category, birth_date, consent,
-                      next_order_day
+                      next_order_day, last_engagement_day, engagements
                FROM features WHERE tenant_id = '{tenant}' {filter}) TO STDOUT WITH (FORMAT binary)"
     );
     let mut stream = conn.copy_out_raw(&sql).await?;
@@ -699,7 +713,7 @@ fn int2_array(bytes: &[u8]) -> Option<Vec<SegmentId>> {
 }
 
 /// The columns of a copied features row, in the order `copy_out` selects them.
-const COLUMNS: usize = 21;
+const COLUMNS: usize = 23;
 
 fn decode(v: &[Option<&[u8]>; COLUMNS]) -> Option<(Features, Stored)> {
     Some((
@@ -731,6 +745,8 @@ fn decode(v: &[Option<&[u8]>; COLUMNS]) -> Option<(Features, Stored)> {
             birth_date: date(v[18])?,
             consent: u8::try_from(int(v[19])?).ok()?,
             next_order_day: date(v[20])?,
+            last_engagement_day: date(v[21])?,
+            engagements: int(v[22])?,
         },
         Stored {
             segments: int2_array(v[13]?)?,

@@ -202,6 +202,30 @@ pub async fn insert_transactions(
     Ok(customers)
 }
 
+/// Adds engagement events to their customers' running totals; returns the customers.
+pub async fn record_engagement(
+    conn: &mut PgConnection,
+    tenant: &str,
+    events: &[pb::EngagementChange],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let known: Vec<&pb::EngagementChange> = events.iter().filter(|e| e.customer_id != 0).collect();
+    let customers: Vec<i64> = known.iter().map(|e| e.customer_id).collect();
+    let times: Vec<DateTime<Utc>> = known.iter().map(|e| time(e.occur_time.as_ref())).collect();
+    sqlx::query_scalar(
+        "INSERT INTO engagement AS g (tenant_id, customer_id, last_time, events)
+         SELECT $1, customer_id, max(t), count(*) FROM unnest($2::int8[], $3::timestamptz[]) AS e(customer_id, t)
+         GROUP BY customer_id
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE
+             SET last_time = greatest(g.last_time, EXCLUDED.last_time), events = g.events + EXCLUDED.events
+         RETURNING customer_id",
+    )
+    .bind(tenant)
+    .bind(&customers)
+    .bind(&times)
+    .fetch_all(&mut *conn)
+    .await
+}
+
 /// Moves everything of merged customers to their survivors.
 pub async fn merge(
     conn: &mut PgConnection,
@@ -222,6 +246,21 @@ pub async fn merge(
         .execute(&mut *conn)
         .await?;
     }
+    sqlx::query(
+        "WITH moved AS (
+             DELETE FROM engagement g USING unnest($2::int8[], $3::int8[]) AS m(survivor, merged)
+             WHERE g.tenant_id = $1 AND g.customer_id = m.merged
+             RETURNING m.survivor, g.last_time, g.events)
+         INSERT INTO engagement AS g (tenant_id, customer_id, last_time, events)
+         SELECT $1, survivor, max(last_time), sum(events) FROM moved GROUP BY survivor
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE
+             SET last_time = greatest(g.last_time, EXCLUDED.last_time), events = g.events + EXCLUDED.events",
+    )
+    .bind(tenant)
+    .bind(&survivors)
+    .bind(&merged)
+    .execute(&mut *conn)
+    .await?;
     // The survivor keeps its own consent per channel unless the merged customer decided later.
     sqlx::query(
         "WITH moved AS (
@@ -265,7 +304,13 @@ pub async fn erase(
     tenant: &str,
     customers: &[i64],
 ) -> Result<(), sqlx::Error> {
-    for table in ["orders", "transactions", "consents", "customers"] {
+    for table in [
+        "orders",
+        "transactions",
+        "engagement",
+        "consents",
+        "customers",
+    ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE tenant_id = $1 AND customer_id = ANY($2)"
         )))

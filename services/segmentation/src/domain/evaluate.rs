@@ -45,6 +45,10 @@ pub struct Features {
     pub share_due: Option<NaiveDate>,
     /// First day on which an eligible order placed ahead of the day the features were computed starts to count.
     pub next_order_day: Option<NaiveDate>,
+    /// Day of the last engagement event (an app open, a product view…), none without any.
+    pub last_engagement_day: Option<NaiveDate>,
+    /// Engagement events received.
+    pub engagements: i64,
 }
 
 pub const CONSENT_EMAIL: u8 = 1;

@@ -71,6 +71,8 @@ pub enum Feature {
     EmailMarketing,
     SmsMarketing,
     PushMarketing,
+    DaysSinceEngagement,
+    Engagements,
 }
 
 /// A feature's name in rules, its type, and what it means (docs/segmentation.md lists the same table).
@@ -260,6 +262,18 @@ pub const FEATURES: &[FeatureDef] = &[
         Kind::Bool,
         "consented to marketing push notifications",
     ),
+    def(
+        Feature::DaysSinceEngagement,
+        "days_since_engagement",
+        Kind::Int,
+        "days since the last engagement event: an app open, a product view, a review… (none without one)",
+    ),
+    def(
+        Feature::Engagements,
+        "engagements",
+        Kind::Int,
+        "engagement events received",
+    ),
 ];
 
 impl Feature {
@@ -419,6 +433,8 @@ impl Subject<'_> {
             Feature::EmailMarketing => consent(CONSENT_EMAIL),
             Feature::SmsMarketing => consent(CONSENT_SMS),
             Feature::PushMarketing => consent(CONSENT_PUSH),
+            Feature::DaysSinceEngagement => days_since(f.last_engagement_day),
+            Feature::Engagements => Ok(Value::Int(f.engagements)),
         }
     }
 }
