@@ -135,12 +135,24 @@ impl Cache {
 
     /// The version the cache reflects, `None` when it is not complete.
     pub async fn version(&self, tenant: &str) -> RedisResult<Option<i64>> {
+        Ok(self.versions(&[tenant]).await?.pop().flatten())
+    }
+
+    /// The versions the cache of each tenant reflects, in order, in one pipeline.
+    pub async fn versions(&self, tenants: &[&str]) -> RedisResult<Vec<Option<i64>>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut connection = self.connection.clone();
-        let ready: Option<String> = redis::cmd("GET")
-            .arg(self.ready_key(tenant))
-            .query_async(&mut connection)
-            .await?;
-        Ok(ready.and_then(|v| v.parse().ok()))
+        let mut pipe = redis::pipe();
+        for tenant in tenants {
+            pipe.get(self.ready_key(tenant));
+        }
+        let ready: Vec<Option<String>> = pipe.query_async(&mut connection).await?;
+        Ok(ready
+            .into_iter()
+            .map(|v| v.and_then(|v| v.parse().ok()))
+            .collect())
     }
 
     /// Applies the changes of membership version `version` on top of version `version - 1`.
@@ -280,6 +292,14 @@ mod tests {
         // globex's sets are there but its marker is not: half built, never to be served as complete.
         cache.rebuild("globex", 5, &members).await.unwrap();
         cache.invalidate("globex").await.unwrap();
+        assert_eq!(
+            cache
+                .versions(&["acme", "globex", "initech"])
+                .await
+                .unwrap(),
+            [Some(3), None, None],
+            "complete, half built, never built"
+        );
 
         let reads = (1..=40i64).map(|customer| {
             let cache = cache.clone();

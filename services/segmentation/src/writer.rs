@@ -474,13 +474,14 @@ impl Writer {
         .bind(tenants)
         .fetch_all(&self.pool)
         .await?;
-        let mut stale = Vec::new();
-        for (tenant, version) in versions {
-            if self.cache.version(&tenant).await? != Some(version) {
-                stale.push(tenant);
-            }
-        }
-        Ok(stale)
+        let tenants: Vec<&str> = versions.iter().map(|(t, _)| t.as_str()).collect();
+        let cached = self.cache.versions(&tenants).await?;
+        Ok(versions
+            .iter()
+            .zip(cached)
+            .filter(|((_, version), cached)| *cached != Some(*version))
+            .map(|((tenant, _), _)| tenant.clone())
+            .collect())
     }
 }
 
