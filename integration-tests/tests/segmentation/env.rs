@@ -173,6 +173,37 @@ impl Env {
         assert_eq!(response.summary.unwrap().invalid, 0);
     }
 
+    /// The tenant's scoring settings.
+    pub async fn settings(&self, tenant: &str) -> pb::Settings {
+        self.segments()
+            .get_settings(authed(
+                &self.reader_token(tenant),
+                pb::GetSettingsRequest {
+                    parent: format!("tenants/{tenant}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Replaces the tenant's scoring settings.
+    pub async fn update_settings(
+        &self,
+        tenant: &str,
+        settings: pb::Settings,
+    ) -> Result<pb::Settings, tonic::Status> {
+        self.segments()
+            .update_settings(authed(
+                &self.reader_token(tenant),
+                pb::UpdateSettingsRequest {
+                    settings: Some(settings),
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Engagement events of a customer known by its external id, one per `days_ago`.
     pub async fn engaged(&self, tenant: &str, external: &str, days_ago: &[i64]) {
         let events = days_ago

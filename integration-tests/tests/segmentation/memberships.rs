@@ -556,29 +556,10 @@ async fn time_alone_moves_a_customer_through_its_due_date() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn market_spend_and_buying_rhythm_reach_the_lifecycle_and_rupture_segments() {
     let env = start(None).await;
-    let token = env.reader_token("acme");
-    let mut settings = env
-        .segments()
-        .get_settings(authed(
-            &token,
-            pb::GetSettingsRequest {
-                parent: "tenants/acme".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut settings = env.settings("acme").await;
     settings.merchant_category = "fashion".into();
     settings.own_merchant_ids = vec!["acme-shop".into()];
-    env.segments()
-        .update_settings(authed(
-            &token,
-            pb::UpdateSettingsRequest {
-                settings: Some(settings),
-            },
-        ))
-        .await
-        .unwrap();
+    env.update_settings("acme", settings).await.unwrap();
     // Nia never bought here but spends on fashion elsewhere. Deb buys here, and her fashion spend moved from acme's
     // shop (all of it, eight months ago) to others' (90 % of it, last month). Eve bought every ten days, then
     // stopped 80 days ago.
@@ -690,45 +671,16 @@ async fn bad_requests_name_the_fields() {
         .unwrap_err();
     assert_eq!(fields(err), ["segment"]);
 
-    let mut settings = env
-        .segments()
-        .get_settings(authed(
-            &token,
-            pb::GetSettingsRequest {
-                parent: "tenants/acme".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut settings = env.settings("acme").await;
     assert_eq!(settings.dormant_months, 6);
     settings.dormant_months = 13;
     settings.group_rules.pop();
-    let err = env
-        .segments()
-        .update_settings(authed(
-            &token,
-            pb::UpdateSettingsRequest {
-                settings: Some(settings.clone()),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = env.update_settings("acme", settings).await.unwrap_err();
     assert_eq!(
         fields(err),
         ["settings.non_customer_months", "settings.group_rules"]
     );
-    let stored = env
-        .segments()
-        .get_settings(authed(
-            &token,
-            pb::GetSettingsRequest {
-                parent: "tenants/acme".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let stored = env.settings("acme").await;
     assert_eq!(stored.dormant_months, 6, "nothing was stored");
 }
 
@@ -779,27 +731,9 @@ async fn settings_and_pages() {
     );
 
     // A tenant that treats customers as new for only a day: the change applies to everyone at once.
-    let mut settings = env
-        .segments()
-        .get_settings(authed(
-            &token,
-            pb::GetSettingsRequest {
-                parent: "tenants/acme".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut settings = env.settings("acme").await;
     settings.new_days = 1;
-    env.segments()
-        .update_settings(authed(
-            &token,
-            pb::UpdateSettingsRequest {
-                settings: Some(settings),
-            },
-        ))
-        .await
-        .unwrap();
+    env.update_settings("acme", settings).await.unwrap();
     assert!(env.members("acme", "lifecycle-new", None).await.is_empty());
     assert_eq!(
         env.members("acme", "lifecycle-active", None).await.len(),

@@ -60,28 +60,9 @@ impl Env {
     }
 
     async fn set_clusters(&self, clusters: i32) -> Result<pb::Settings, tonic::Status> {
-        let token = self.reader_token("acme");
-        let mut settings = self
-            .segments()
-            .get_settings(authed(
-                &token,
-                pb::GetSettingsRequest {
-                    parent: "tenants/acme".into(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut settings = self.settings("acme").await;
         settings.clusters = clusters;
-        self.segments()
-            .update_settings(authed(
-                &token,
-                pb::UpdateSettingsRequest {
-                    settings: Some(settings),
-                },
-            ))
-            .await
-            .map(|r| r.into_inner())
+        self.update_settings("acme", settings).await
     }
 
     async fn cluster_segments(&self) -> Vec<pb::Segment> {

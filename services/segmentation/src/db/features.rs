@@ -63,7 +63,8 @@ struct FeatureRow {
     engagements: i64,
 }
 
-/// Computes the features of `customers` on `today` from their orders, transactions, birth date and consents.
+/// Computes the features of `customers` on `today` from their orders, transactions, engagement, birth date and
+/// consents.
 /// Customers with none of them come back with empty features.
 pub async fn compute(
     conn: &mut PgConnection,
