@@ -237,7 +237,7 @@ impl Env {
     pub async fn consent(
         &self,
         tenant: &str,
-        external: &str,
+        customer: ipb::Identifier,
         channel: ipb::ConsentChannel,
         granted: bool,
     ) {
@@ -248,7 +248,7 @@ impl Env {
                 ipb::SetConsentsRequest {
                     parent: format!("tenants/{tenant}"),
                     changes: vec![ipb::ConsentChange {
-                        customer: Some(external_id(external)),
+                        customer: Some(customer),
                         consent: Some(ipb::Consent {
                             channel: channel as i32,
                             purpose: ipb::ConsentPurpose::Marketing as i32,

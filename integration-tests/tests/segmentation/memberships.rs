@@ -10,7 +10,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use tonic_types::StatusExt;
 
-use crate::env::{WAIT, has, start};
+use crate::env::{WAIT, external_id, has, order, start};
 use ipb::OrderStatus::{Paid, Refunded};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,6 +271,121 @@ async fn orders_move_customers_between_segments_and_the_events_and_history_follo
     env.wait_for("acme", &cat, "Cat erased", |s| s.is_empty())
         .await;
     assert!(env.explain("acme", &cat).await.history.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_gives_the_survivor_the_merged_customers_orders_and_consent() {
+    let env = start(None).await;
+    let ada_email = ipb::Identifier {
+        kind: ipb::IdentifierKind::Email as i32,
+        value: "ada@example.com".into(),
+        namespace: String::new(),
+    };
+    let by_email = |id: &str, days_ago: i64, amount: i64, status: ipb::OrderStatus| ipb::Order {
+        customer: Some(ada_email.clone()),
+        ..order(id, "", days_ago, amount, status)
+    };
+    // Ada bought in store once, 250 days ago (dormant); a web shopper known only by email bought twice this month
+    // (new) and agreed to marketing email.
+    env.orders("acme", &[("ADA-1", "ADA", 250, 4_000, Paid)])
+        .await;
+    env.ingest_orders(
+        "acme",
+        vec![
+            by_email("W-1", 20, 1_000, Paid),
+            by_email("W-2", 10, 2_000, Paid),
+        ],
+    )
+    .await;
+    env.consent("acme", ada_email.clone(), ipb::ConsentChannel::Email, true)
+        .await;
+    let ada = env.customer("acme", "ADA").await;
+    let shopper = env
+        .ingest()
+        .lookup_customer(authed(
+            &env.writer_token("acme"),
+            ipb::LookupCustomerRequest {
+                parent: "tenants/acme".into(),
+                identifier: Some(ada_email.clone()),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .name;
+    env.wait_for("acme", &ada, "Ada dormant", |s| has(s, "lifecycle-dormant"))
+        .await;
+    env.wait_for("acme", &shopper, "the shopper new", |s| {
+        has(s, "lifecycle-new")
+    })
+    .await;
+
+    // The till learns Ada's email: they are one person, and Ada, the older customer, survives.
+    let response = env
+        .ingest()
+        .upsert_customers(authed(
+            &env.writer_token("acme"),
+            ipb::UpsertCustomersRequest {
+                parent: "tenants/acme".into(),
+                customers: vec![ipb::CustomerRecord {
+                    identifiers: vec![external_id("ADA"), ada_email.clone()],
+                    ..Default::default()
+                }],
+                mode: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.results[0].resource, ada);
+    env.wait_for("acme", &ada, "Ada active with all her orders", |s| {
+        has(s, "lifecycle-active")
+    })
+    .await;
+    env.wait_for("acme", &shopper, "the shopper gone", |s| s.is_empty())
+        .await;
+    let features = env.explain("acme", &ada).await.features.unwrap();
+    assert_eq!(
+        (
+            features.frequency,
+            features.monetary_minor,
+            features.first_order_date.clone()
+        ),
+        (
+            3,
+            7_000,
+            (Utc::now() - chrono::Duration::days(250))
+                .date_naive()
+                .to_string()
+        ),
+        "{features:?}"
+    );
+    assert_eq!(features.rule_values["email_marketing"], "true");
+    // The shopper's memberships are history now, each closed by the merge.
+    let ada_id = ada.rsplit('/').next().unwrap();
+    let history = env.explain("acme", &shopper).await.history;
+    assert!(
+        history
+            .iter()
+            .any(|m| m.segment.ends_with("/lifecycle-new")),
+        "{history:?}"
+    );
+    for membership in &history {
+        assert!(membership.exit_time.is_some(), "{membership:?}");
+        assert_eq!(
+            membership.exit_reason,
+            format!("merged into customer {ada_id}")
+        );
+    }
+    // An order the shopper placed before the merge now changes Ada: its refund takes it out of her features.
+    env.ingest_orders("acme", vec![by_email("W-2", 10, 2_000, Refunded)])
+        .await;
+    eventually(WAIT, "the refund in Ada's features", || async {
+        let features = env.explain("acme", &ada).await.features.unwrap();
+        ((features.frequency, features.monetary_minor) == (2, 5_000)).then_some(())
+    })
+    .await;
+    assert!(env.explain("acme", &shopper).await.features.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::env::{Env, WAIT, has, order, start};
+use crate::env::{Env, WAIT, external_id, has, order, start};
 use ipb::OrderStatus::Paid;
 
 impl Env {
@@ -147,9 +147,9 @@ async fn a_custom_segment_follows_its_rule_live() {
     env.wait_for("acme", &ann, "Ann new", |s| has(s, "lifecycle-new"))
         .await;
     assert!(!has(&env.segments_of("acme", &ann).await.0, "web-regulars"));
-    env.consent("acme", "ANN", ipb::ConsentChannel::Email, true)
+    env.consent("acme", external_id("ANN"), ipb::ConsentChannel::Email, true)
         .await;
-    env.consent("acme", "BOB", ipb::ConsentChannel::Email, true)
+    env.consent("acme", external_id("BOB"), ipb::ConsentChannel::Email, true)
         .await;
     env.wait_for("acme", &ann, "Ann in web-regulars", |s| {
         has(s, "web-regulars")
@@ -197,8 +197,13 @@ async fn a_custom_segment_follows_its_rule_live() {
     );
 
     // Ann opts out: she leaves, and the reason says why.
-    env.consent("acme", "ANN", ipb::ConsentChannel::Email, false)
-        .await;
+    env.consent(
+        "acme",
+        external_id("ANN"),
+        ipb::ConsentChannel::Email,
+        false,
+    )
+    .await;
     env.wait_for("acme", &ann, "Ann out", |s| !has(s, "web-regulars"))
         .await;
     let stay = env
@@ -328,7 +333,7 @@ async fn features_from_ingestion_reach_the_rules() {
     let soon = today + chrono::Days::new(5);
     let birth = chrono::NaiveDate::from_ymd_opt(1992, soon.month(), soon.day()).unwrap();
     env.born("acme", "CAT", &birth.to_string()).await;
-    env.consent("acme", "CAT", ipb::ConsentChannel::Sms, true)
+    env.consent("acme", external_id("CAT"), ipb::ConsentChannel::Sms, true)
         .await;
     env.engaged("acme", "CAT", &[9, 3]).await;
     let cat = env.customer("acme", "CAT").await;
