@@ -90,18 +90,20 @@ pub struct History {
 
 /// The customer's state on `today`; `None` when nothing puts it in one (never bought here, no category spend seen).
 pub fn classify(history: &History, today: NaiveDate, t: &Thresholds) -> Option<Lifecycle> {
-    let months_ago = |months: u32| {
-        today
-            .checked_sub_months(Months::new(months))
-            .unwrap_or(NaiveDate::MIN)
+    // The rule of the windows and the due dates: an order counts for N months until the day its N-month mark
+    // names (31 August's six-month mark is 28 February).
+    let bought_within = |months: u32| {
+        history.last_order.is_some_and(|last| {
+            last.checked_add_months(Months::new(months))
+                .is_none_or(|mark| mark > today)
+        })
     };
-    let bought_since = |date: NaiveDate| history.last_order.is_some_and(|last| last > date);
-    if !bought_since(months_ago(t.non_customer_months)) {
+    if !bought_within(t.non_customer_months) {
         return history
             .category_spend_seen
             .then_some(Lifecycle::NonCustomer);
     }
-    if !bought_since(months_ago(t.dormant_months)) {
+    if !bought_within(t.dormant_months) {
         return Some(Lifecycle::Dormant);
     }
     if history.share.declined_to(t.declining_share_percent) {
@@ -133,6 +135,30 @@ mod tests {
             category_spend_seen: seen,
             share,
         }
+    }
+
+    #[test]
+    fn a_month_end_order_turns_dormant_on_the_day_its_mark_names() {
+        let t = Thresholds::default();
+        let after = |last: &str, today: &str| {
+            classify(
+                &history(
+                    Some("2025-01-01"),
+                    Some(last),
+                    false,
+                    ShareOfWallet::default(),
+                ),
+                day(today),
+                &t,
+            )
+        };
+        // 31 August's six-month mark is 28 February: the due date the evaluation sets for it.
+        assert_eq!(after("2026-08-31", "2027-02-27"), Some(Lifecycle::Active));
+        assert_eq!(after("2026-08-31", "2027-02-28"), Some(Lifecycle::Dormant));
+        // And its twelve-month mark 31 August; a leap day's is 28 February.
+        assert_eq!(after("2026-08-31", "2027-08-30"), Some(Lifecycle::Dormant));
+        assert_eq!(after("2026-08-31", "2027-08-31"), None);
+        assert_eq!(after("2028-02-29", "2029-02-28"), None);
     }
 
     #[test]
