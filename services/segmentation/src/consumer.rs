@@ -7,7 +7,6 @@ use boomerang_auth::TenantId;
 use boomerang_events::{EventHandler, HandlerError, decode_payload};
 use boomerang_proto::events::Event;
 use boomerang_proto::ingestion as pb;
-use chrono::Utc;
 use sqlx::PgConnection;
 
 use crate::db::projection;
@@ -102,7 +101,6 @@ impl EventHandler for IngestionEvents {
                 _ => {}
             }
         }
-        let now = Utc::now();
         let mut pending = Vec::with_capacity(work.len());
         for (tenant, work) in work {
             if work.customers.is_empty() && work.removals.is_empty() {
@@ -113,7 +111,7 @@ impl EventHandler for IngestionEvents {
             let lock = self.writer.lock(tenant.as_str()).await;
             pending.push(
                 self.writer
-                    .refresh(tx, lock, &tenant, &work.customers, &work.removals, now)
+                    .refresh(tx, lock, &tenant, &work.customers, &work.removals)
                     .await?,
             );
         }

@@ -147,9 +147,9 @@ impl Writer {
         tenant: &TenantId,
         customers: &[i64],
         removals: &[Removal],
-        now: DateTime<Utc>,
     ) -> Result<Pending, sqlx::Error> {
         let (version, _) = bump_version(conn, tenant.as_str()).await?;
+        let now = change_time();
         let today = now.date_naive();
         let scoring = scoring::load(conn, tenant.as_str()).await?;
         let mut changes = remove(conn, tenant.as_str(), removals).await?;
@@ -212,10 +212,10 @@ impl Writer {
         conn: &mut PgConnection,
         lock: OwnedMutexGuard<()>,
         tenant: &TenantId,
-        now: DateTime<Utc>,
     ) -> Result<(Pending, RecomputeStats), RecomputeError> {
         let version = bump_version(conn, tenant.as_str()).await?;
-        self.recompute_at(conn, lock, version, tenant, now).await
+        self.recompute_at(conn, lock, version, tenant, change_time())
+            .await
     }
 
     /// The recompute, in a transaction that already moved the membership version to `version` (and may have
@@ -304,7 +304,7 @@ impl Writer {
         let lock = self.lock(tenant.as_str()).await;
         let mut tx = self.pool.begin().await?;
         let version = bump_version(&mut tx, tenant.as_str()).await?;
-        let now = Utc::now();
+        let now = change_time();
         let t = tenant.as_str();
         let row = match &change {
             CustomChange::Create { slug, definition } => {
@@ -350,9 +350,7 @@ impl Writer {
         .bind(customers)
         .fetch_all(&mut *tx)
         .await?;
-        let pending = self
-            .refresh(&mut tx, lock, tenant, &existing, &[], Utc::now())
-            .await?;
+        let pending = self.refresh(&mut tx, lock, tenant, &existing, &[]).await?;
         tx.commit().await?;
         let changed = pending.changes.len();
         self.publish(pending).await;
@@ -365,7 +363,7 @@ impl Writer {
         let lock = self.lock(tenant.as_str()).await;
         let mut tx = self.pool.begin().await?;
         let wait = started.elapsed();
-        let (pending, mut stats) = self.recompute(&mut tx, lock, tenant, Utc::now()).await?;
+        let (pending, mut stats) = self.recompute(&mut tx, lock, tenant).await?;
         stats.wait = wait;
         let started = Instant::now();
         tx.commit().await?;
@@ -534,6 +532,13 @@ pub enum RebuildError {
     Database(#[from] sqlx::Error),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+}
+
+/// The time a change of memberships is recorded at, read once the tenant's version row is held: every change
+/// before it has committed by then, with an earlier time, so a customer's stays never overlap and its events come
+/// in the order of their times, whatever the change waited for (another tenant's work, another replica).
+fn change_time() -> DateTime<Utc> {
+    Utc::now()
 }
 
 /// Moves the tenant's membership version on, holding its row until commit; returns the new version and the
