@@ -671,10 +671,6 @@ async fn time_alone_moves_a_customer_through_its_due_date() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn market_spend_and_buying_rhythm_reach_the_lifecycle_and_rupture_segments() {
     let env = start(None).await;
-    let mut settings = env.settings("acme").await;
-    settings.merchant_category = "fashion".into();
-    settings.own_merchant_ids = vec!["acme-shop".into()];
-    env.update_settings("acme", settings).await.unwrap();
     // Nia never bought here but spends on fashion elsewhere. Deb buys here, and her fashion spend moved from acme's
     // shop (all of it, eight months ago) to others' (90 % of it, last month). Eve bought every ten days, then
     // stopped 80 days ago.
@@ -704,6 +700,17 @@ async fn market_spend_and_buying_rhythm_reach_the_lifecycle_and_rupture_segments
         env.customer("acme", "DEB").await,
         env.customer("acme", "EVE").await,
     );
+    env.wait_for("acme", &deb, "Deb's order", |s| has(s, "lifecycle-active"))
+        .await;
+    // The retailer names its category and shops only once the data is in: every customer's features follow.
+    assert!(
+        env.explain("acme", &nia).await.features.is_some(),
+        "Nia's transactions are in"
+    );
+    let mut settings = env.settings("acme").await;
+    settings.merchant_category = "fashion".into();
+    settings.own_merchant_ids = vec!["acme-shop".into()];
+    env.update_settings("acme", settings).await.unwrap();
     env.wait_for("acme", &nia, "Nia a non-customer", |s| {
         has(s, "lifecycle-non-customer")
     })
@@ -759,6 +766,22 @@ async fn bad_requests_name_the_fields() {
         .await
         .unwrap_err();
     assert_eq!(fields(err), ["customer"]);
+    // A time chrono reads but Postgres cannot hold (about 5950 BC).
+    let err = env
+        .segments()
+        .get_customer_segments(authed(
+            &token,
+            pb::GetCustomerSegmentsRequest {
+                customer: "tenants/acme/customers/1".into(),
+                as_of_time: Some(prost_types::Timestamp {
+                    seconds: -250_000_000_000,
+                    nanos: 0,
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(err), ["as_of_time"]);
     let err = env
         .segments()
         .list_segment_members(authed(

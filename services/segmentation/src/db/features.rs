@@ -190,6 +190,23 @@ pub async fn compute(
         .collect())
 }
 
+/// Makes every customer of the tenant due `today`, so the due sweep computes their features again.
+pub async fn all_due(
+    conn: &mut PgConnection,
+    tenant: &str,
+    today: NaiveDate,
+) -> Result<u64, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE features SET due_date = $2
+         WHERE tenant_id = $1 AND (due_date IS NULL OR due_date > $2)",
+    )
+    .bind(tenant)
+    .bind(today)
+    .execute(&mut *conn)
+    .await?;
+    Ok(updated.rows_affected())
+}
+
 /// Locks the stored rows of `customers` and returns their current evaluation (default for customers without one).
 pub async fn lock_stored(
     conn: &mut PgConnection,

@@ -84,6 +84,21 @@ impl Settings {
             monthly_discount: self.monthly_discount_rate,
         }
     }
+
+    /// Whether the stored features computed under `self` differ from those under `other`: these fields shape the
+    /// features' SQL (the order lookback, the category spend and shares), not only their evaluation.
+    pub fn shape_features_unlike(&self, other: &Settings) -> bool {
+        let shaping = |s: &Settings| {
+            (
+                s.lookback_years,
+                s.non_customer_months,
+                s.share_window_months,
+                s.merchant_category.clone(),
+                s.own_merchant_ids.clone(),
+            )
+        };
+        shaping(self) != shaping(other)
+    }
 }
 
 /// Settings checked and turned into what evaluation uses.

@@ -18,7 +18,7 @@ use boomerang_service_kit::status::{
     ErrorCode, FieldViolations, ServiceError, db_error_code, invalid_argument, to_status,
 };
 use boomerang_service_kit::time::{from_timestamp, to_timestamp};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use futures::Stream;
 use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
@@ -150,10 +150,18 @@ fn time_field(
     value: Option<&prost_types::Timestamp>,
 ) -> Result<Option<DateTime<Utc>>, Status> {
     value
-        .map(|t| {
-            from_timestamp(t).ok_or_else(|| invalid_argument(field, "is not a valid timestamp"))
-        })
+        .map(|t| storable_time(t).map_err(|reason| invalid_argument(field, reason)))
         .transpose()
+}
+
+/// A time Postgres can compare with its own, or why not: within the years 1 to 9999 (Postgres stops at 4713 BC
+/// and 294276 AD, chrono goes further, and nothing the service holds is outside these years).
+fn storable_time(t: &prost_types::Timestamp) -> Result<DateTime<Utc>, &'static str> {
+    match from_timestamp(t) {
+        None => Err("is not a valid timestamp"),
+        Some(time) if !(1..=9999).contains(&time.year()) => Err("must be in the years 1 to 9999"),
+        Some(time) => Ok(time),
+    }
 }
 
 fn family_of(family: i32) -> Option<Family> {
@@ -704,10 +712,10 @@ impl SegmentationService for SegmentationApi {
         }
         let mut times = Vec::with_capacity(request.times.len());
         for (i, t) in request.times.iter().enumerate() {
-            match from_timestamp(t) {
+            match storable_time(t) {
                 // To the microsecond, as Postgres keeps them: the rows come back keyed by the stored time.
-                Some(t) => times.push(chrono::SubsecRound::trunc_subsecs(t, 6)),
-                None => violations.add(format!("times[{i}]"), "is not a valid timestamp"),
+                Ok(t) => times.push(chrono::SubsecRound::trunc_subsecs(t, 6)),
+                Err(reason) => violations.add(format!("times[{i}]"), reason),
             }
         }
         violations.check()?;
@@ -806,11 +814,22 @@ impl SegmentationService for SegmentationApi {
             }
             violations.into_status()
         })?;
-        let mut conn = self.writer.pool.acquire().await.map_err(db)?;
-        db_settings::save(&mut conn, tenant.as_str(), &effective.settings)
+        // Settings that shape the features make every customer due in the same transaction: the due sweep computes
+        // their features again within a tick or a few (about 5 500 customers a second), and the recompute
+        // re-evaluates the rest at once.
+        let mut tx = self.writer.pool.begin().await.map_err(db)?;
+        let before = db_settings::load(&mut tx, tenant.as_str())
             .await
             .map_err(db)?;
-        drop(conn);
+        db_settings::save(&mut tx, tenant.as_str(), &effective.settings)
+            .await
+            .map_err(db)?;
+        if before.settings.shape_features_unlike(&effective.settings) {
+            crate::db::features::all_due(&mut tx, tenant.as_str(), Utc::now().date_naive())
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
         self.recompute_detached(tenant.clone()).await?;
         Ok(Response::new(settings_proto(&tenant, &effective.settings)))
     }
