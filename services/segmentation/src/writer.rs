@@ -258,7 +258,7 @@ impl Writer {
             Some(all)
         };
         let started = Instant::now();
-        features::store_evaluations(conn, t, &evaluated.updates).await?;
+        features::store_evaluations(conn, t, &evaluated.updates, today).await?;
         let ids: Vec<i64> = evaluated.updates.iter().map(|(id, _)| *id).collect();
         features::log(conn, t, version, &ids).await?;
         features::prune_log(conn, t, version).await?;

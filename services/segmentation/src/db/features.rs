@@ -333,11 +333,14 @@ pub async fn store(
     Ok(())
 }
 
-/// Stores new evaluations of customers whose features did not change (the full recompute).
+/// Stores new evaluations of customers whose features did not change (the full recompute). A due date that has
+/// come stays: only the due sweep, computing the features again, moves it (a settings change makes everyone due
+/// and then recomputes; the recompute, evaluating the features as stored, must not undo that).
 pub async fn store_evaluations(
     conn: &mut PgConnection,
     tenant: &str,
     rows: &[(i64, Stored)],
+    today: NaiveDate,
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(100_000) {
         let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
@@ -349,7 +352,8 @@ pub async fn store_evaluations(
         // `customer_id = ANY($2)` gives the planner an index path to just these rows; without it, it joins the
         // array against the whole table (measured on 1M customers: 0.7 s instead of 1.4 s for 14 000 updates).
         sqlx::query(
-            "UPDATE features f SET segments = i.segments::int2[], due_date = i.due
+            "UPDATE features f SET segments = i.segments::int2[],
+                 due_date = CASE WHEN f.due_date <= $5 THEN f.due_date ELSE i.due END
              FROM unnest($2::int8[], $3::text[], $4::date[]) AS i(id, segments, due)
              WHERE f.tenant_id = $1 AND f.customer_id = i.id AND f.customer_id = ANY($2)",
         )
@@ -357,6 +361,7 @@ pub async fn store_evaluations(
         .bind(&ids)
         .bind(&segments)
         .bind(&due)
+        .bind(today)
         .execute(&mut *conn)
         .await?;
     }
