@@ -44,7 +44,7 @@ pub fn assess(
     Rhythm {
         typical_gap_days,
         days_since_last,
-        overdue: days_since_last as f64 > multiple * typical_gap_days,
+        overdue: days_since_last as f64 > threshold(multiple, typical_gap_days),
         reason: format!(
             "buys every {} days, last order {days_since_last} days ago",
             typical_gap_days.round() as i64
@@ -55,7 +55,13 @@ pub fn assess(
 /// The first day on which a customer with this rhythm is overdue.
 pub fn overdue_from(typical_gap_days: f64, last_day: NaiveDate, multiple: f64) -> NaiveDate {
     // Overdue when days > multiple × gap, i.e. from floor(multiple × gap) + 1 days after the last purchase.
-    last_day + chrono::Days::new((multiple * typical_gap_days).floor() as u64 + 1)
+    last_day + chrono::Days::new(threshold(multiple, typical_gap_days).floor() as u64 + 1)
+}
+
+/// `multiple` × `gap`, as the decimal figures the tenant wrote mean it: rounded to a millionth, so that 1.4 × 45 is
+/// 63 and not the 62.999… binary floating point makes of it.
+fn threshold(multiple: f64, gap: f64) -> f64 {
+    (multiple * gap * 1e6).round() / 1e6
 }
 
 /// The rhythm of a customer with at least three distinct purchase days (`None` otherwise); `multiple` is the
@@ -72,6 +78,15 @@ mod tests {
 
     fn day(s: &str) -> NaiveDate {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_multiple_that_reaches_the_days_exactly_is_not_yet_overdue() {
+        // 1.4 × 45 is 62.99999999999999 in binary floating point.
+        let last = day("2026-01-01");
+        assert!(!assess(45.0, last, last + chrono::Days::new(63), 1.4).overdue);
+        assert!(assess(45.0, last, last + chrono::Days::new(64), 1.4).overdue);
+        assert_eq!(overdue_from(45.0, last, 1.4), last + chrono::Days::new(64));
     }
 
     #[test]
