@@ -264,6 +264,7 @@ async fn a_custom_segment_follows_its_rule_live() {
         .await;
 
     // Deleted: Bob leaves, the segment is no longer listed, its history stays under its name.
+    let before_delete = chrono::Utc::now();
     env.delete_segment("acme", "web-regulars").await.unwrap();
     env.wait_for("acme", &bob, "Bob out", |s| !has(s, "web-regulars"))
         .await;
@@ -298,6 +299,12 @@ async fn a_custom_segment_follows_its_rule_live() {
         .create_segment("acme", "web-regulars", "frequency >= 1")
         .await
         .unwrap();
+    // Members as of a time the first one existed are still its members, under the name it had then.
+    assert_eq!(
+        env.members("acme", "web-regulars", Some(before_delete))
+            .await,
+        ["BOB"]
+    );
     assert_eq!(again.member_count, 2);
 }
 

@@ -117,6 +117,24 @@ pub async fn update(
 }
 
 /// Marks a live segment deleted; `None` when there is none with the slug.
+/// The custom segment that had `slug` at `at`: a deleted one keeps its history under the name it had.
+pub async fn live_at(
+    conn: &mut PgConnection,
+    tenant: &str,
+    slug: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<SegmentId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT segment FROM custom_segments
+         WHERE tenant_id = $1 AND slug = $2 AND create_time <= $3 AND (delete_time IS NULL OR delete_time > $3)",
+    )
+    .bind(tenant)
+    .bind(slug)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
 pub async fn delete(
     conn: &mut PgConnection,
     tenant: &str,

@@ -213,7 +213,27 @@ impl SegmentationApi {
         field: &str,
         name: &str,
     ) -> Result<(TenantId, SegmentId, String), Status> {
+        self.segment_at(caller, field, name, None).await
+    }
+
+    /// [`Self::segment`] as it was named at `at`: a custom segment deleted since, or whose name another took.
+    async fn segment_at(
+        &self,
+        caller: &Caller,
+        field: &str,
+        name: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(TenantId, SegmentId, String), Status> {
         let (tenant, slug) = child(caller, field, name, "segments", READ)?;
+        if let Some(at) = at {
+            let mut conn = self.writer.pool.acquire().await.map_err(db)?;
+            if let Some(id) = crate::db::custom::live_at(&mut conn, tenant.as_str(), slug, at)
+                .await
+                .map_err(db)?
+            {
+                return Ok((tenant.clone(), id, slug.to_owned()));
+            }
+        }
         let id = self
             .catalogue
             .id(tenant.as_str(), slug)
@@ -448,8 +468,10 @@ impl SegmentationService for SegmentationApi {
     ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let (tenant, segment, _) = self.segment(caller, "segment", &request.segment).await?;
         let as_of = time_field("as_of_time", request.as_of_time.as_ref())?;
+        let (tenant, segment, _) = self
+            .segment_at(caller, "segment", &request.segment, as_of)
+            .await?;
         let mut violations = FieldViolations::new();
         if !(0..=MAX_PAGE).contains(&request.page_size) {
             violations.add("page_size", format!("must be between 0 and {MAX_PAGE}"));
