@@ -285,8 +285,8 @@ async fn a_merge_gives_the_survivor_the_merged_customers_orders_and_consent() {
         customer: Some(ada_email.clone()),
         ..order(id, "", days_ago, amount, status)
     };
-    // Ada bought in store once, 250 days ago (dormant); a web shopper known only by email bought twice this month
-    // (new) and agreed to marketing email.
+    // Ada, known by her retailer id, bought once 250 days ago (dormant); a shopper known only by email bought twice
+    // this month (new) and agreed to marketing email.
     env.orders("acme", &[("ADA-1", "ADA", 250, 4_000, Paid)])
         .await;
     env.ingest_orders(

@@ -116,7 +116,6 @@ pub async fn update(
     .await
 }
 
-/// Marks a live segment deleted; `None` when there is none with the slug.
 /// The custom segment that had `slug` at `at`: a deleted one keeps its history under the name it had.
 pub async fn live_at(
     conn: &mut PgConnection,
@@ -135,6 +134,7 @@ pub async fn live_at(
     .await
 }
 
+/// Marks a live segment deleted; `None` when there is none with the slug.
 pub async fn delete(
     conn: &mut PgConnection,
     tenant: &str,

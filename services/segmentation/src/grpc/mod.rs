@@ -847,9 +847,11 @@ impl SegmentationService for SegmentationApi {
             .await
             .map_err(db)?;
         if before.settings.shape_features_unlike(&effective.settings) {
-            crate::db::features::all_due(&mut tx, tenant.as_str(), Utc::now().date_naive())
-                .await
-                .map_err(db)?;
+            let due =
+                crate::db::features::all_due(&mut tx, tenant.as_str(), Utc::now().date_naive())
+                    .await
+                    .map_err(db)?;
+            tracing::info!(%tenant, customers = due, "settings shape the features: every customer is due");
         }
         tx.commit().await.map_err(db)?;
         self.recompute_detached(tenant.clone()).await?;
