@@ -169,7 +169,7 @@ pub async fn compute(
                 first_day: row.first_day,
                 last_day: row.last_day,
                 purchase_days: days.len() as u32,
-                typical_gap: rupture::typical_gap(&days),
+                typical_gap: rupture::typical_gap(&days, row.frequency as u32),
                 first_channel: row.first_channel,
                 first_category: row.first_category,
                 birth_date: row.birth_date,

@@ -15,12 +15,12 @@ pub struct Rhythm {
 }
 
 /// The median gap between consecutive distinct purchase days (the mean of the two middle gaps when their number is
-/// even); `None` with fewer than three distinct days.
-pub fn typical_gap(purchase_days: &[NaiveDate]) -> Option<f64> {
+/// even) of a customer with `orders` orders; `None` with fewer than three orders, or all of them on one day.
+pub fn typical_gap(purchase_days: &[NaiveDate], orders: u32) -> Option<f64> {
     let mut days = purchase_days.to_vec();
     days.sort_unstable();
     days.dedup();
-    if days.len() < 3 {
+    if orders < 3 || days.len() < 2 {
         return None;
     }
     let mut gaps: Vec<i64> = days.windows(2).map(|w| (w[1] - w[0]).num_days()).collect();
@@ -64,11 +64,11 @@ fn threshold(multiple: f64, gap: f64) -> f64 {
     (multiple * gap * 1e6).round() / 1e6
 }
 
-/// The rhythm of a customer with at least three distinct purchase days (`None` otherwise); `multiple` is the
-/// tenant's threshold (for example 2.5).
-pub fn rhythm(purchase_days: &[NaiveDate], today: NaiveDate, multiple: f64) -> Option<Rhythm> {
-    let gap = typical_gap(purchase_days)?;
-    let last = *purchase_days.iter().max()?;
+/// The rhythm of a customer whose orders were placed on `order_days` (one day per order), `None` with fewer than
+/// three orders or all on one day; `multiple` is the tenant's threshold (for example 2.5).
+pub fn rhythm(order_days: &[NaiveDate], today: NaiveDate, multiple: f64) -> Option<Rhythm> {
+    let gap = typical_gap(order_days, order_days.len() as u32)?;
+    let last = *order_days.iter().max()?;
     Some(assess(gap, last, today, multiple))
 }
 
@@ -107,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn the_median_ignores_one_long_break_and_two_days_are_not_a_rhythm() {
+    fn the_median_ignores_one_long_break_and_three_orders_make_a_rhythm() {
         let days = [
             day("2026-01-01"),
             day("2026-01-11"),
@@ -128,13 +128,21 @@ mod tests {
                 .typical_gap_days,
             15.0
         );
+        // Three orders on two days: one gap, four days.
+        let basket = [day("2026-01-01"), day("2026-01-01"), day("2026-01-05")];
+        assert_eq!(
+            rhythm(&basket, day("2026-02-01"), 2.0)
+                .unwrap()
+                .typical_gap_days,
+            4.0
+        );
         assert!(
-            rhythm(
-                &[day("2026-01-01"), day("2026-01-01"), day("2026-01-05")],
-                day("2026-02-01"),
-                2.0
-            )
-            .is_none()
+            rhythm(&basket[1..], day("2026-02-01"), 2.0).is_none(),
+            "two orders"
+        );
+        assert!(
+            rhythm(&[basket[0]; 3], day("2026-02-01"), 2.0).is_none(),
+            "one day"
         );
     }
 }
