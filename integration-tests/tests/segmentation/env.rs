@@ -268,17 +268,26 @@ impl Env {
 
     /// Creates or updates a customer known by its external id, with a birth date.
     pub async fn born(&self, tenant: &str, external: &str, birth_date: &str) {
+        self.upsert_customer(
+            tenant,
+            ipb::CustomerRecord {
+                identifiers: vec![external_id(external)],
+                birth_date: birth_date.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+
+    /// Creates or updates one customer through ingestion; returns the customer's name.
+    pub async fn upsert_customer(&self, tenant: &str, record: ipb::CustomerRecord) -> String {
         let response = self
             .ingest()
             .upsert_customers(authed(
                 &self.writer_token(tenant),
                 ipb::UpsertCustomersRequest {
                     parent: format!("tenants/{tenant}"),
-                    customers: vec![ipb::CustomerRecord {
-                        identifiers: vec![external_id(external)],
-                        birth_date: birth_date.into(),
-                        ..Default::default()
-                    }],
+                    customers: vec![record],
                     mode: 0,
                 },
             ))
@@ -286,19 +295,22 @@ impl Env {
             .unwrap()
             .into_inner();
         assert_eq!(response.summary.unwrap().invalid, 0);
+        response.results[0].resource.clone()
     }
 
+    /// The name of the customer known by its external id.
     pub async fn customer(&self, tenant: &str, external: &str) -> String {
+        self.customer_by(tenant, external_id(external)).await
+    }
+
+    /// The name of the customer that owns `identifier`.
+    pub async fn customer_by(&self, tenant: &str, identifier: ipb::Identifier) -> String {
         self.ingest()
             .lookup_customer(authed(
                 &self.writer_token(tenant),
                 ipb::LookupCustomerRequest {
                     parent: format!("tenants/{tenant}"),
-                    identifier: Some(ipb::Identifier {
-                        kind: ipb::IdentifierKind::External as i32,
-                        value: external.into(),
-                        namespace: String::new(),
-                    }),
+                    identifier: Some(identifier),
                 },
             ))
             .await

@@ -300,19 +300,7 @@ async fn a_merge_gives_the_survivor_the_merged_customers_orders_and_consent() {
     env.consent("acme", ada_email.clone(), ipb::ConsentChannel::Email, true)
         .await;
     let ada = env.customer("acme", "ADA").await;
-    let shopper = env
-        .ingest()
-        .lookup_customer(authed(
-            &env.writer_token("acme"),
-            ipb::LookupCustomerRequest {
-                parent: "tenants/acme".into(),
-                identifier: Some(ada_email.clone()),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .name;
+    let shopper = env.customer_by("acme", ada_email.clone()).await;
     env.wait_for("acme", &ada, "Ada dormant", |s| has(s, "lifecycle-dormant"))
         .await;
     env.wait_for("acme", &shopper, "the shopper new", |s| {
@@ -321,23 +309,16 @@ async fn a_merge_gives_the_survivor_the_merged_customers_orders_and_consent() {
     .await;
 
     // The till learns Ada's email: they are one person, and Ada, the older customer, survives.
-    let response = env
-        .ingest()
-        .upsert_customers(authed(
-            &env.writer_token("acme"),
-            ipb::UpsertCustomersRequest {
-                parent: "tenants/acme".into(),
-                customers: vec![ipb::CustomerRecord {
-                    identifiers: vec![external_id("ADA"), ada_email.clone()],
-                    ..Default::default()
-                }],
-                mode: 0,
+    let survivor = env
+        .upsert_customer(
+            "acme",
+            ipb::CustomerRecord {
+                identifiers: vec![external_id("ADA"), ada_email.clone()],
+                ..Default::default()
             },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(response.results[0].resource, ada);
+        )
+        .await;
+    assert_eq!(survivor, ada);
     env.wait_for("acme", &ada, "Ada active with all her orders", |s| {
         has(s, "lifecycle-active")
     })
