@@ -29,18 +29,18 @@ impl Rule {
     }
 }
 
-/// Why a set of rules is not a mapping.
+/// Why a set of rules is not a mapping; the rules are named by their index.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
-    #[error("rule {0} has a range outside 1..=5 or an empty range")]
+    #[error("has a range outside 1 to 5 or an empty range")]
     BadRange(usize),
     #[error("no rule places the cells {0:?}")]
     Uncovered(Vec<u16>),
-    #[error("cell {cell} is placed by two rules ({first} and {second})")]
+    #[error("places the cells {cells:?}, which group_rules[{first}] places too")]
     Overlap {
-        cell: u16,
         first: usize,
         second: usize,
+        cells: Vec<u16>,
     },
 }
 
@@ -55,43 +55,59 @@ fn index(r: u8, f: u8, m: u8) -> usize {
 }
 
 impl GroupMapping {
-    /// A mapping from rules that together place every cell exactly once.
-    pub fn from_rules(rules: &[Rule]) -> Result<Self, MappingError> {
+    /// A mapping from rules that together place every cell exactly once. Otherwise every problem comes back at
+    /// once: each rule with a bad range; or each pair of rules placing the same cells, with those cells, and the cells
+    /// no rule places.
+    pub fn from_rules(rules: &[Rule]) -> Result<Self, Vec<MappingError>> {
         let valid = |range: &RangeInclusive<u8>| {
             *range.start() >= 1 && *range.end() <= 5 && range.start() <= range.end()
         };
-        if let Some(bad) = rules
+        let bad: Vec<MappingError> = rules
             .iter()
-            .position(|rule| !(valid(&rule.r) && valid(&rule.f) && valid(&rule.m)))
-        {
-            return Err(MappingError::BadRange(bad));
+            .enumerate()
+            .filter(|(_, rule)| !(valid(&rule.r) && valid(&rule.f) && valid(&rule.m)))
+            .map(|(i, _)| MappingError::BadRange(i))
+            .collect();
+        if !bad.is_empty() {
+            return Err(bad);
         }
         let mut cells = [None::<usize>; 125];
         let mut uncovered = Vec::new();
+        let mut overlaps = std::collections::BTreeMap::<(usize, usize), Vec<u16>>::new();
         for r in 1..=5 {
             for f in 1..=5 {
                 for m in 1..=5 {
                     let code = 100 * u16::from(r) + 10 * u16::from(f) + u16::from(m);
-                    let mut matching = rules
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, rule)| rule.matches(r, f, m));
-                    match (matching.next(), matching.next()) {
-                        (None, _) => uncovered.push(code),
-                        (Some((first, _)), Some((second, _))) => {
-                            return Err(MappingError::Overlap {
-                                cell: code,
-                                first,
-                                second,
-                            });
+                    let matching: Vec<usize> = (0..rules.len())
+                        .filter(|&i| rules[i].matches(r, f, m))
+                        .collect();
+                    match matching.as_slice() {
+                        [] => uncovered.push(code),
+                        [only] => cells[index(r, f, m)] = Some(*only),
+                        several => {
+                            for (n, &first) in several.iter().enumerate() {
+                                for &second in &several[n + 1..] {
+                                    overlaps.entry((first, second)).or_default().push(code);
+                                }
+                            }
                         }
-                        (Some((only, _)), None) => cells[index(r, f, m)] = Some(only),
                     }
                 }
             }
         }
+        let mut errors: Vec<MappingError> = overlaps
+            .into_iter()
+            .map(|((first, second), cells)| MappingError::Overlap {
+                first,
+                second,
+                cells,
+            })
+            .collect();
         if !uncovered.is_empty() {
-            return Err(MappingError::Uncovered(uncovered));
+            errors.push(MappingError::Uncovered(uncovered));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(Self {
             cells: cells.map(|rule| rules[rule.expect("every cell is covered")].group),
@@ -167,7 +183,9 @@ mod tests {
         // Dropping the New rule leaves recent one-time buyers without a group.
         assert_eq!(
             gap,
-            MappingError::Uncovered(vec![411, 412, 413, 414, 415, 511, 512, 513, 514, 515])
+            [MappingError::Uncovered(vec![
+                411, 412, 413, 414, 415, 511, 512, 513, 514, 515
+            ])]
         );
         let mut rules = GroupMapping::default_rules();
         rules.push(Rule {
@@ -178,22 +196,51 @@ mod tests {
         });
         assert_eq!(
             GroupMapping::from_rules(&rules).unwrap_err(),
-            MappingError::Overlap {
-                cell: 555,
+            [MappingError::Overlap {
                 first: 0,
-                second: 8
-            }
+                second: 8,
+                cells: vec![555]
+            }]
         );
+        // Every problem is named, not just the first: both overlaps with their cells, and the cells of the missing
+        // New rule.
+        let mut rules = GroupMapping::default_rules();
         rules.pop();
         rules.push(Rule {
-            group: Group::New,
-            r: 0..=2,
-            f: 1..=1,
-            m: 1..=5,
+            group: Group::Loyal,
+            r: 5..=5,
+            f: 5..=5,
+            m: 5..=5,
+        });
+        rules.push(Rule {
+            group: Group::Sleepers,
+            r: 1..=1,
+            f: 4..=5,
+            m: 4..=5,
         });
         assert_eq!(
             GroupMapping::from_rules(&rules).unwrap_err(),
-            MappingError::BadRange(8)
+            [
+                MappingError::Overlap {
+                    first: 0,
+                    second: 7,
+                    cells: vec![555]
+                },
+                MappingError::Overlap {
+                    first: 1,
+                    second: 8,
+                    cells: vec![144, 145, 154, 155]
+                },
+                MappingError::Uncovered(vec![411, 412, 413, 414, 415, 511, 512, 513, 514, 515]),
+            ]
+        );
+        let mut rules = GroupMapping::default_rules();
+        for rule in [2, 5] {
+            rules[rule].m = 0..=2;
+        }
+        assert_eq!(
+            GroupMapping::from_rules(&rules).unwrap_err(),
+            [MappingError::BadRange(2), MappingError::BadRange(5)]
         );
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::clusters::MAX_CLUSTERS;
-use super::groups::{GroupMapping, Rule};
+use super::groups::{GroupMapping, MappingError, Rule};
 use super::lifecycle::Thresholds;
 use super::predictions::Horizon;
 use super::segments;
@@ -133,6 +133,12 @@ impl Settings {
             "non_customer_months",
             "must be more than dormant_months and at most 240",
         );
+        // Orders older than the lookback are not eligible, so a longer lifecycle window would skip its states.
+        check(
+            self.non_customer_months <= 12 * self.lookback_years,
+            "non_customer_months",
+            "must fit in the lookback window: at most 12 × lookback_years",
+        );
         check(
             (1..=60).contains(&self.share_window_months),
             "share_window_months",
@@ -206,8 +212,17 @@ impl Settings {
         let mapping = if rules.len() == self.group_rules.len() {
             match GroupMapping::from_rules(&rules) {
                 Ok(mapping) => Some(mapping),
-                Err(err) => {
-                    errors.push(("group_rules".into(), err.to_string()));
+                Err(problems) => {
+                    for problem in problems {
+                        let field = match problem {
+                            MappingError::BadRange(rule) => format!("group_rules[{rule}]"),
+                            MappingError::Overlap { second, .. } => {
+                                format!("group_rules[{second}]")
+                            }
+                            MappingError::Uncovered(_) => "group_rules".into(),
+                        };
+                        errors.push((field, problem.to_string()));
+                    }
                     None
                 }
             }
@@ -264,5 +279,36 @@ mod tests {
             errors[2].1.contains("no rule places the cells"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn a_lifecycle_window_longer_than_the_lookback_and_an_overlapping_rule_are_named() {
+        let mut bad = Settings {
+            lookback_years: 1,
+            non_customer_months: 18,
+            ..Settings::default()
+        };
+        bad.group_rules[7].r = [3, 5];
+        let errors = bad.validate().unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                (
+                    "non_customer_months".to_owned(),
+                    "must fit in the lookback window: at most 12 × lookback_years".to_owned()
+                ),
+                (
+                    "group_rules[7]".to_owned(),
+                    "places the cells [311, 312, 313, 314, 315], which group_rules[4] places too"
+                        .to_owned()
+                ),
+            ]
+        );
+        let fits = Settings {
+            lookback_years: 2,
+            non_customer_months: 18,
+            ..Settings::default()
+        };
+        assert!(fits.validate().is_ok());
     }
 }
