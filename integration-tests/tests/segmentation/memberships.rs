@@ -654,11 +654,12 @@ async fn market_spend_and_buying_rhythm_reach_the_lifecycle_and_rupture_segments
     let env = start(None).await;
     // Nia never bought here but spends on fashion elsewhere. Deb buys here, and her fashion spend moved from acme's
     // shop (all of it, eight months ago) to others' (90 % of it, last month). Eve bought every ten days, then
-    // stopped 80 days ago.
+    // stopped 80 days ago. Ray's only fashion transaction is a refund, which is not spend.
     env.transactions(
         "acme",
         &[
             ("T-1", "NIA", "rival", "fashion", 30, 5_000),
+            ("T-6", "RAY", "rival", "fashion", 20, -500),
             ("T-2", "DEB", "acme-shop", "fashion", 250, 1_000),
             ("T-3", "DEB", "acme-shop", "fashion", 30, 100),
             ("T-4", "DEB", "rival", "fashion", 30, 900),
@@ -702,6 +703,14 @@ async fn market_spend_and_buying_rhythm_reach_the_lifecycle_and_rupture_segments
     .await;
     env.wait_for("acme", &eve, "Eve overdue", |s| has(s, "rupture-overdue"))
         .await;
+    let ray = env.customer("acme", "RAY").await;
+    eventually(WAIT, "Ray's refund in his category spend", || async {
+        let features = env.explain("acme", &ray).await.features?;
+        (features.rule_values["category_spend"] == "-500").then_some(())
+    })
+    .await;
+    let (segments, _) = env.segments_of("acme", &ray).await;
+    assert!(!has(&segments, "lifecycle-non-customer"), "{segments:?}");
     let reason = |explained: pb::ExplainCustomerResponse, slug: &str| {
         explained
             .history

@@ -96,7 +96,7 @@ pub async fn compute(
          t AS (
              SELECT t.customer_id,
                     max(d.day) FILTER (WHERE (d.day + make_interval(months => $7))::date > $3::date
-                                             AND d.day <= $3::date) AS category_day,
+                                             AND d.day <= $3::date AND t.amount_minor > 0) AS category_day,
                     coalesce(sum(t.amount_minor) FILTER (WHERE d.recent AND t.merchant_id = ANY($6)), 0)::int8 AS tenant_recent,
                     coalesce(sum(t.amount_minor) FILTER (WHERE d.recent), 0)::int8 AS all_recent,
                     coalesce(sum(t.amount_minor) FILTER (WHERE d.before AND t.merchant_id = ANY($6)), 0)::int8 AS tenant_before,
