@@ -242,7 +242,7 @@ pub const FEATURES: &[FeatureDef] = &[
         Feature::AgeYears,
         "age_years",
         Kind::Int,
-        "age in whole years (none without a birth date)",
+        "age in whole years, one more on the day days_to_birthday is 0 (none without a birth date)",
     ),
     def(
         Feature::EmailMarketing,
@@ -427,8 +427,8 @@ impl Subject<'_> {
                 .ok_or(Fault::Absent(feature)),
             Feature::AgeYears => f
                 .birth_date
-                .and_then(|b| self.today.years_since(b))
-                .map(|y| Value::Int(y.into()))
+                .and_then(|b| age_years(b, self.today))
+                .map(Value::Int)
                 .ok_or(Fault::Absent(feature)),
             Feature::EmailMarketing => consent(CONSENT_EMAIL),
             Feature::SmsMarketing => consent(CONSENT_SMS),
@@ -439,20 +439,33 @@ impl Subject<'_> {
     }
 }
 
-/// Days from `today` to the next birthday on or after it; 29 February is celebrated on 28 February in other years.
+/// The birthday of someone born on `birth` in `year`: 29 February is celebrated on 28 February in other years.
+fn birthday_in(birth: NaiveDate, year: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, birth.month(), birth.day())
+        .or_else(|| NaiveDate::from_ymd_opt(year, 2, 28))
+        .expect("28 February exists")
+}
+
+/// Days from `today` to the next birthday on or after it (see `birthday_in`).
 pub fn days_to_birthday(birth: NaiveDate, today: NaiveDate) -> i64 {
-    let in_year = |year: i32| {
-        NaiveDate::from_ymd_opt(year, birth.month(), birth.day())
-            .or_else(|| NaiveDate::from_ymd_opt(year, 2, 28))
-            .expect("28 February exists")
-    };
-    let this_year = in_year(today.year());
+    let this_year = birthday_in(birth, today.year());
     let next = if this_year >= today {
         this_year
     } else {
-        in_year(today.year() + 1)
+        birthday_in(birth, today.year() + 1)
     };
     (next - today).num_days()
+}
+
+/// Whole years since `birth`, one more on each birthday as `days_to_birthday` counts them; none before birth.
+pub fn age_years(birth: NaiveDate, today: NaiveDate) -> Option<i64> {
+    let years = i64::from(today.year() - birth.year());
+    let age = if birthday_in(birth, today.year()) > today {
+        years - 1
+    } else {
+        years
+    };
+    (age >= 0).then_some(age)
 }
 
 /// Where a rule is wrong and why.
@@ -1343,5 +1356,20 @@ mod tests {
         assert_eq!(days_to_birthday(day("1990-11-30"), day("2026-12-01")), 364);
         assert_eq!(days_to_birthday(day("2000-02-29"), day("2027-02-01")), 27);
         assert_eq!(days_to_birthday(day("2000-02-29"), day("2028-02-01")), 28);
+    }
+
+    #[test]
+    fn a_year_is_added_on_the_day_the_birthday_counts_zero() {
+        assert_eq!(age_years(day("1990-12-01"), day("2026-11-30")), Some(35));
+        assert_eq!(age_years(day("1990-12-01"), day("2026-12-01")), Some(36));
+        // Born on a leap day: in other years the birthday, and the new age, is 28 February.
+        for today in ["2027-02-28", "2028-02-29"] {
+            assert_eq!(days_to_birthday(day("2000-02-29"), day(today)), 0);
+        }
+        assert_eq!(age_years(day("2000-02-29"), day("2027-02-27")), Some(26));
+        assert_eq!(age_years(day("2000-02-29"), day("2027-02-28")), Some(27));
+        assert_eq!(age_years(day("2000-02-29"), day("2028-02-28")), Some(27));
+        assert_eq!(age_years(day("2000-02-29"), day("2028-02-29")), Some(28));
+        assert_eq!(age_years(day("2030-01-01"), day("2026-12-01")), None);
     }
 }
