@@ -97,7 +97,13 @@ pub fn db_error_code(err: &sqlx::Error) -> ErrorCode {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FieldViolations {
     violations: Vec<(String, String)>,
+    /// Violations past `MOST_LISTED`, counted but not kept.
+    unlisted: usize,
 }
+
+/// The most violations a status lists: about 100 KiB of details, well within what gRPC clients take in trailers.
+/// A request with more problems than that gets them counted in its message and in a last violation of its own.
+const MOST_LISTED: usize = 1000;
 
 impl FieldViolations {
     pub fn new() -> Self {
@@ -105,7 +111,11 @@ impl FieldViolations {
     }
 
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.violations.push((field.into(), description.into()));
+        if self.violations.len() < MOST_LISTED {
+            self.violations.push((field.into(), description.into()));
+        } else {
+            self.unlisted += 1;
+        }
     }
 
     /// Adds every violation of `other` with `prefix.` in front of its field.
@@ -116,16 +126,18 @@ impl FieldViolations {
             } else {
                 format!("{prefix}.{field}")
             };
-            self.violations.push((field, description));
+            self.add(field, description);
         }
+        self.unlisted += other.unlisted;
     }
 
     pub fn is_empty(&self) -> bool {
         self.violations.is_empty()
     }
 
+    /// Every violation added, listed or not.
     pub fn len(&self) -> usize {
-        self.violations.len()
+        self.violations.len() + self.unlisted
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -153,8 +165,8 @@ impl FieldViolations {
             }
             message.push_str(&format!("{field}: {description}"));
         }
-        if self.violations.len() > 3 {
-            message.push_str(&format!(" (and {} more)", self.violations.len() - 3));
+        if self.len() > 3 {
+            message.push_str(&format!(" (and {} more)", self.len() - 3));
         }
         Status::with_error_details(Code::InvalidArgument, message, self.into_details())
     }
@@ -164,6 +176,12 @@ impl FieldViolations {
         let mut details = ErrorDetails::new();
         for (field, description) in self.violations {
             details.add_bad_request_violation(field, description);
+        }
+        if self.unlisted > 0 {
+            details.add_bad_request_violation(
+                "",
+                format!("{} more violations, not listed", self.unlisted),
+            );
         }
         details
     }
@@ -196,5 +214,28 @@ mod tests {
             bad_request.field_violations[0].field,
             "orders[3].amount.currency_code"
         );
+    }
+
+    #[test]
+    fn a_request_with_very_many_violations_lists_a_thousand_and_counts_the_rest() {
+        let mut item = FieldViolations::new();
+        for i in 0..600 {
+            item.add(format!("times[{i}]"), "is not a valid timestamp");
+        }
+        let mut all = FieldViolations::new();
+        all.add_nested("a", item.clone());
+        all.add_nested("b", item);
+        assert_eq!(all.len(), 1200);
+        let status = all.into_status();
+        assert!(
+            status.message().ends_with("(and 1197 more)"),
+            "{}",
+            status.message()
+        );
+        let listed = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(listed.len(), 1001);
+        assert_eq!(listed[999].field, "b.times[399]");
+        assert_eq!(listed[1000].field, "");
+        assert_eq!(listed[1000].description, "200 more violations, not listed");
     }
 }

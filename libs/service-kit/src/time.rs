@@ -11,9 +11,13 @@ pub fn to_timestamp(time: DateTime<Utc>) -> Timestamp {
     }
 }
 
-/// The time of a protobuf timestamp, or `None` when it is out of range.
+/// The time of a protobuf timestamp, or `None` when it is out of range. Nanos must be 0 to 999 999 999, as the
+/// Timestamp message defines them; chrono alone would also take up to 1 999 999 999 in a second ending in 59 (a leap
+/// second), which Postgres stores as the next second.
 pub fn from_timestamp(timestamp: &Timestamp) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(timestamp.nanos).ok()?;
+    let nanos = u32::try_from(timestamp.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)?;
     DateTime::from_timestamp(timestamp.seconds, nanos)
 }
 
@@ -36,6 +40,14 @@ mod tests {
             from_timestamp(&Timestamp {
                 seconds: i64::MAX,
                 nanos: 0
+            }),
+            None
+        );
+        // A leap second's nanos, which chrono would take.
+        assert_eq!(
+            from_timestamp(&Timestamp {
+                seconds: 1_767_225_659,
+                nanos: 1_500_000_000
             }),
             None
         );
