@@ -21,6 +21,9 @@ use super::rfm::RfmScore;
 /// Longest rule, in bytes.
 pub const MAX_RULE_BYTES: usize = 4_096;
 
+/// The deepest a rule may nest, operators and calls included.
+pub const MAX_DEPTH: usize = 100;
+
 /// The type of a feature or expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -561,6 +564,11 @@ pub struct Program {
     pub needs_evaluation: bool,
 }
 
+/// The stack the parse runs on. The parser recurses once per operator of a chain (`1+1+…` is two bytes a level),
+/// and counts only parentheses against its limit, so a rule of `MAX_RULE_BYTES` can nest about 4 000 levels deep:
+/// more than a worker's 2 MiB hold. Reserved, not committed: only the pages a parse touches are used.
+const PARSE_STACK: usize = 64 << 20;
+
 /// Parses and checks a rule.
 pub fn compile(source: &str) -> Result<Program, RuleError> {
     if source.trim().is_empty() {
@@ -577,6 +585,45 @@ pub fn compile(source: &str) -> Result<Program, RuleError> {
             message: format!("the rule is longer than {MAX_RULE_BYTES} bytes"),
         });
     }
+    if let Some(offset) = source.chars().position(|c| c == '\0') {
+        return Err(error_at(
+            source,
+            offset,
+            "NUL characters are not allowed in a rule",
+        ));
+    }
+    // The parse tree is built, checked and dropped on a stack of its own; what comes back nests at most
+    // `MAX_DEPTH` levels, which any thread can evaluate.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("rule-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || parse_and_check(source))
+            .expect("a thread to parse the rule on")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// An error at the `offset`-th character of `source`, with its line and column (both from 1).
+fn error_at(source: &str, offset: usize, message: impl Into<String>) -> RuleError {
+    let (mut line, mut column) = (1, 1);
+    for c in source.chars().take(offset) {
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    RuleError {
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+fn parse_and_check(source: &str) -> Result<Program, RuleError> {
     let (expr, info) = cel::parser::Parser::new()
         .max_recursion_depth(64)
         .parse_with_source_info(source)
@@ -593,6 +640,7 @@ pub fn compile(source: &str) -> Result<Program, RuleError> {
         source,
         info: &info,
         features: Vec::new(),
+        depth: 0,
     };
     let (root, kind) = checker.check(&expr)?;
     if kind != Kind::Bool {
@@ -624,6 +672,8 @@ struct Checker<'s> {
     source: &'s str,
     info: &'s SourceInfo,
     features: Vec<Feature>,
+    /// How deep in the expression `check` is.
+    depth: usize,
 }
 
 type Checked = Result<(Node, Kind), RuleError>;
@@ -639,23 +689,28 @@ impl Checker<'_> {
             .info
             .offset_for(expr.id)
             .map_or(0, |(start, _)| start as usize);
-        let (mut line, mut column) = (1, 1);
-        for c in self.source.chars().take(offset) {
-            if c == '\n' {
-                line += 1;
-                column = 1;
-            } else {
-                column += 1;
-            }
-        }
-        RuleError {
-            line,
-            column,
-            message: message.into(),
-        }
+        error_at(self.source, offset, message)
     }
 
+    /// Checks `expr` and compiles it, refusing it when it nests deeper than `MAX_DEPTH`: the checker and the
+    /// evaluation recurse once per level, on a worker's stack.
     fn check(&mut self, expr: &IdedExpr) -> Checked {
+        if self.depth == MAX_DEPTH {
+            return Err(self.error(
+                expr,
+                format!(
+                    "the rule nests deeper than {MAX_DEPTH} levels (each operator of a chain such as `a + b + c` is a \
+                     level): shorten the chain"
+                ),
+            ));
+        }
+        self.depth += 1;
+        let checked = self.check_node(expr);
+        self.depth -= 1;
+        checked
+    }
+
+    fn check_node(&mut self, expr: &IdedExpr) -> Checked {
         match &expr.expr {
             Expr::Literal(literal) => {
                 let constant = self.constant(expr, literal)?;
@@ -1237,6 +1292,51 @@ mod tests {
     }
 
     #[test]
+    fn rules_deeper_than_the_limit_are_refused_and_the_deepest_allowed_run_on_a_small_stack() {
+        // On a quarter of a tokio worker's 2 MiB stack, without optimisation.
+        let on_small_stack = |rule: String| {
+            std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || compile(&rule).map(|program| program.matches(&subject(&buyer()))))
+                .unwrap()
+                .join()
+                .expect("no stack overflow")
+        };
+        // Chains of arithmetic as long as a rule may be: every operator one level deeper.
+        let too_deep = [
+            format!("{} > 0", vec!["frequency"; 330].join(" + ")),
+            format!("{} > 0", vec!["1"; 2040].join("+")),
+        ];
+        for rule in too_deep {
+            assert!(rule.len() <= MAX_RULE_BYTES);
+            let err = on_small_stack(rule).unwrap_err();
+            assert!(
+                err.message
+                    .starts_with("the rule nests deeper than 100 levels"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            on_small_stack(format!("{} > 0", vec!["frequency"; 98].join(" + "))),
+            Ok(Ok(true))
+        );
+        // The parser balances chains of `&&` (and of `||`): as many conditions as fit are a shallow tree.
+        assert_eq!(
+            on_small_stack(vec!["frequency > 0"; 240].join(" && ")),
+            Ok(Ok(true))
+        );
+        // Runs of the same unary operator, which the parser folds in pairs.
+        assert_eq!(
+            on_small_stack(format!("{}true", "!".repeat(4001))),
+            Ok(Ok(false))
+        );
+        assert_eq!(
+            on_small_stack(format!("{}1 > 0", "-".repeat(4000))),
+            Ok(Ok(true))
+        );
+    }
+
+    #[test]
     fn bad_rules_are_refused_with_line_column_and_reason() {
         let cases = [
             (
@@ -1295,6 +1395,12 @@ mod tests {
                 "unsigned integers are not supported",
             ),
             ("", 1, 1, "the rule is empty"),
+            (
+                "frequency > 1 &&\n first_order_category == \"a\0\"",
+                2,
+                28,
+                "NUL characters are not allowed",
+            ),
         ];
         for (rule, line, column, message) in cases {
             let err = compile(rule).unwrap_err();
