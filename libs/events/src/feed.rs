@@ -68,6 +68,9 @@ impl EventFeed {
     }
 }
 
+/// The most event type prefixes one watch filters on.
+const MOST_TYPE_PREFIXES: usize = 100;
+
 struct Filter {
     after: i64,
     tenants: Option<Vec<String>>,
@@ -85,6 +88,20 @@ impl Filter {
             match TenantId::parse(raw) {
                 Ok(tenant) => tenants.push(tenant),
                 Err(err) => violations.add(format!("tenants[{i}]"), err.to_string()),
+            }
+        }
+        if request.type_prefixes.len() > MOST_TYPE_PREFIXES {
+            violations.add(
+                "type_prefixes",
+                format!("must have at most {MOST_TYPE_PREFIXES} entries"),
+            );
+        }
+        for (i, prefix) in request.type_prefixes.iter().enumerate() {
+            if prefix.len() > 200 || prefix.contains('\0') {
+                violations.add(
+                    format!("type_prefixes[{i}]"),
+                    "must be at most 200 bytes, without NUL characters",
+                );
             }
         }
         violations.check()?;

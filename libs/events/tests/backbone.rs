@@ -23,6 +23,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::server::NamedService;
+use tonic_types::StatusExt;
 
 const SCHEMA: &str = "backbone";
 const METHOD: &str = "/test.Feed/WatchEvents";
@@ -434,4 +435,24 @@ async fn watchers_see_only_the_tenants_their_token_names() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    // A filter Postgres could not take is refused up front, each field named, rather than ending the stream later
+    // with UNAVAILABLE (which tells the watcher to retry).
+    client.ready().await.unwrap();
+    let mut bad = watch(b.server.token(&["acme"], &["events.watch"]), vec![]);
+    bad.get_mut().after_position = -1;
+    bad.get_mut().type_prefixes = vec!["order.".into(), "order\0".into()];
+    let refused = client
+        .server_streaming(bad, path(), codec())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let fields: Vec<String> = refused
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["after_position", "type_prefixes[1]"]);
 }
