@@ -744,18 +744,39 @@ async fn bad_requests_name_the_fields() {
             .map(|v| v.field)
             .collect()
     };
+    // Customer 5 is named customers/5 only: other spellings of the number are not its name.
+    for id in ["x", "+5", "05", "0"] {
+        let err = env
+            .segments()
+            .get_customer_segments(authed(
+                &token,
+                pb::GetCustomerSegmentsRequest {
+                    customer: format!("tenants/acme/customers/{id}"),
+                    as_of_time: None,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(fields(err), ["customer"], "{id}");
+    }
+    // Every problem of a request is named at once.
     let err = env
         .segments()
-        .get_customer_segments(authed(
+        .get_transition_matrix(authed(
             &token,
-            pb::GetCustomerSegmentsRequest {
-                customer: "tenants/acme/customers/x".into(),
-                as_of_time: None,
+            pb::GetTransitionMatrixRequest {
+                parent: "tenants/acme".into(),
+                family: 0,
+                from_time: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                }),
+                to_time: None,
             },
         ))
         .await
         .unwrap_err();
-    assert_eq!(fields(err), ["customer"]);
+    assert_eq!(fields(err), ["family", "from_time", "to_time"]);
     // A time chrono reads but Postgres cannot hold (about 5950 BC).
     let err = env
         .segments()
@@ -797,16 +818,52 @@ async fn bad_requests_name_the_fields() {
         ))
         .await
         .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // An id no segment could have, with a NUL character Postgres cannot take, is malformed.
+    let err = env
+        .segments()
+        .list_segment_members(authed(
+            &token,
+            pb::ListSegmentMembersRequest {
+                segment: "tenants/acme/segments/vip\0".into(),
+                as_of_time: Some(to_timestamp(Utc::now())),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(fields(err), ["segment"]);
+    // Nanos past a second (chrono takes them in a leap second; Postgres moves them to the next second).
+    let err = env
+        .segments()
+        .list_segment_members(authed(
+            &token,
+            pb::ListSegmentMembersRequest {
+                segment: "tenants/acme/segments/lifecycle-new".into(),
+                as_of_time: Some(prost_types::Timestamp {
+                    seconds: 1_767_225_659,
+                    nanos: 1_500_000_000,
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(err), ["as_of_time"]);
 
     let mut settings = env.settings("acme").await;
     assert_eq!(settings.dormant_months, 6);
     settings.dormant_months = 13;
+    settings.merchant_category = "fashion\0".into();
     settings.group_rules.pop();
     let err = env.update_settings("acme", settings).await.unwrap_err();
     assert_eq!(
         fields(err),
-        ["settings.non_customer_months", "settings.group_rules"]
+        [
+            "settings.non_customer_months",
+            "settings.merchant_category",
+            "settings.group_rules"
+        ]
     );
     let stored = env.settings("acme").await;
     assert_eq!(stored.dormant_months, 6, "nothing was stored");

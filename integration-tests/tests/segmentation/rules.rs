@@ -408,6 +408,34 @@ async fn bad_rules_and_requests_are_refused_and_tenants_stay_apart() {
             )
         ]
     );
+    // A name Postgres cannot store, and a rule as deep as its length allows (a chain of 2 040 additions, which
+    // would overflow a worker's stack in the parser): both refused, and the server goes on answering.
+    let deep = format!("{} > 0", vec!["1"; 2_040].join("+"));
+    let err = env
+        .segments()
+        .create_segment(authed(
+            &env.reader_token("acme"),
+            pb::CreateSegmentRequest {
+                parent: "tenants/acme".into(),
+                segment_id: "deep".into(),
+                segment: Some(pb::Segment {
+                    display_name: "Deep\0".into(),
+                    rule: deep,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    let found = violations(err);
+    assert_eq!(
+        found.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        ["segment.display_name", "segment.rule"]
+    );
+    assert!(
+        found[1].1.contains("the rule nests deeper than 100 levels"),
+        "{found:?}"
+    );
     let err = env
         .preview("acme", "monetary > \"lots\"")
         .await

@@ -8,6 +8,9 @@ use super::lifecycle::Thresholds;
 use super::predictions::Horizon;
 use super::segments;
 
+/// The most merchant ids a tenant names as its own.
+const MOST_OWN_MERCHANTS: usize = 1000;
+
 /// A rule of the group mapping as stored: a group's segment slug and inclusive score ranges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupRule {
@@ -160,9 +163,9 @@ impl Settings {
             "must be between 1 and 100",
         );
         check(
-            self.merchant_category.len() <= 200,
+            self.merchant_category.len() <= 200 && !self.merchant_category.contains('\0'),
             "merchant_category",
-            "must be at most 200 bytes",
+            "must be at most 200 bytes, without NUL characters",
         );
         check(
             self.clusters == 0 || (2..=MAX_CLUSTERS).contains(&self.clusters),
@@ -185,13 +188,29 @@ impl Settings {
             "monthly_discount_rate",
             "must be between 0 and 1",
         );
-        for (i, merchant) in self.own_merchant_ids.iter().enumerate() {
-            if merchant.is_empty() || merchant.len() > 200 {
-                errors.push((
-                    format!("own_merchant_ids[{i}]"),
-                    "must be 1 to 200 bytes".into(),
-                ));
+        if self.own_merchant_ids.len() > MOST_OWN_MERCHANTS {
+            errors.push((
+                "own_merchant_ids".into(),
+                format!("must have at most {MOST_OWN_MERCHANTS} entries"),
+            ));
+        } else {
+            for (i, merchant) in self.own_merchant_ids.iter().enumerate() {
+                if merchant.is_empty() || merchant.len() > 200 || merchant.contains('\0') {
+                    errors.push((
+                        format!("own_merchant_ids[{i}]"),
+                        "must be 1 to 200 bytes, without NUL characters".into(),
+                    ));
+                }
             }
+        }
+        // A mapping of more rules than cells has overlaps; refused before the cells are checked, whose cost grows
+        // with the square of the rules.
+        if self.group_rules.len() > 125 {
+            errors.push((
+                "group_rules".into(),
+                "must have at most 125 rules (one per cell)".into(),
+            ));
+            return Err(errors);
         }
         let mut rules = Vec::new();
         for (i, rule) in self.group_rules.iter().enumerate() {
@@ -310,5 +329,32 @@ mod tests {
             ..Settings::default()
         };
         assert!(fits.validate().is_ok());
+    }
+
+    #[test]
+    fn more_rules_than_cells_and_nul_characters_are_refused_up_front() {
+        let mut bad = Settings::default();
+        let rule = bad.group_rules[0].clone();
+        bad.group_rules = vec![rule; 5000];
+        bad.merchant_category = "fash\0ion".into();
+        bad.own_merchant_ids = vec!["a\0".into()];
+        let errors = bad.validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["merchant_category", "own_merchant_ids[0]", "group_rules"]
+        );
+        assert_eq!(errors[2].1, "must have at most 125 rules (one per cell)");
+        let many = Settings {
+            own_merchant_ids: vec!["shop".into(); 1001],
+            ..Settings::default()
+        };
+        assert_eq!(
+            many.validate().unwrap_err(),
+            [(
+                "own_merchant_ids".to_owned(),
+                "must have at most 1000 entries".to_owned()
+            )]
+        );
     }
 }

@@ -64,11 +64,17 @@ fn check_segment_id(id: &str, violations: &mut FieldViolations) {
 
 /// Checks a definition; the rule's errors carry line and column.
 fn check_definition(definition: &Definition, violations: &mut FieldViolations) {
-    if definition.display_name.chars().count() > 200 {
-        violations.add("segment.display_name", "must be at most 200 characters");
+    if definition.display_name.chars().count() > 200 || definition.display_name.contains('\0') {
+        violations.add(
+            "segment.display_name",
+            "must be at most 200 characters, without NUL characters",
+        );
     }
-    if definition.description.chars().count() > 2_000 {
-        violations.add("segment.description", "must be at most 2000 characters");
+    if definition.description.chars().count() > 2_000 || definition.description.contains('\0') {
+        violations.add(
+            "segment.description",
+            "must be at most 2000 characters, without NUL characters",
+        );
     }
     if let Err(err) = rules::compile(&definition.rule) {
         violations.add("segment.rule", err.to_string());

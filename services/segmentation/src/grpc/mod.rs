@@ -121,7 +121,7 @@ fn child<'a>(
         .ok_or_else(malformed)?;
     let tenant = TenantId::from_parent(parent).map_err(|_| malformed())?;
     caller.authorize(&tenant, scope)?;
-    if id.is_empty() || id.contains('/') {
+    if id.is_empty() || id.len() > 200 || id.contains('/') || id.chars().any(char::is_control) {
         return Err(malformed());
     }
     Ok((tenant, id))
@@ -129,9 +129,10 @@ fn child<'a>(
 
 fn customer_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, i64), Status> {
     let (tenant, id) = child(caller, field, name, "customers", READ)?;
-    let id = id
-        .parse::<i64>()
-        .ok()
+    // Written as the service writes it: digits without a sign or leading zeros, so one customer has one name.
+    let id = Some(id)
+        .filter(|id| !id.starts_with(['+', '0']))
+        .and_then(|id| id.parse::<i64>().ok())
         .filter(|id| *id > 0)
         .ok_or_else(|| invalid_argument(field, "the customer id must be a positive integer"))?;
     Ok((tenant, id))
@@ -240,10 +241,9 @@ impl SegmentationApi {
             .await
             .map_err(db)?
             .ok_or_else(|| {
-                invalid_argument(
-                    field,
-                    format!("unknown segment {slug:?}; ListSegments lists them"),
-                )
+                Status::not_found(format!(
+                    "segment {name:?} not found; ListSegments lists them"
+                ))
             })?;
         Ok((tenant.clone(), id, slug.to_owned()))
     }
@@ -675,14 +675,17 @@ impl SegmentationService for SegmentationApi {
             ),
             Some(_) => {}
         }
-        let from = time_field("from_time", request.from_time.as_ref())?;
-        let to = time_field("to_time", request.to_time.as_ref())?;
-        if from.is_none() {
-            violations.add("from_time", "is required");
-        }
-        if to.is_none() {
-            violations.add("to_time", "is required");
-        }
+        let mut required_time = |field: &str, value: Option<&prost_types::Timestamp>| match value {
+            None => {
+                violations.add(field, "is required");
+                None
+            }
+            Some(t) => storable_time(t)
+                .map_err(|reason| violations.add(field, reason))
+                .ok(),
+        };
+        let from = required_time("from_time", request.from_time.as_ref());
+        let to = required_time("to_time", request.to_time.as_ref());
         if let (Some(from), Some(to)) = (from, to)
             && from > to
         {
