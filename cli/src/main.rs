@@ -97,8 +97,8 @@ struct ExportArgs {
     /// Segment id, for example lifecycle-dormant, rfm-loyal or a custom segment's id (members only).
     #[arg(long)]
     segment: Option<String>,
-    /// YYYY-MM-DD (UTC; the end of that day).
-    #[arg(long)]
+    /// YYYY-MM-DD (UTC; the end of that day), in the years 1 to 9999.
+    #[arg(long, value_parser = as_of_date)]
     as_of: Option<chrono::NaiveDate>,
     /// File to write; stdout by default.
     #[arg(long)]
@@ -223,6 +223,7 @@ async fn export(config: Option<&std::path::Path>, args: ExportArgs) -> anyhow::R
             let segment = args
                 .segment
                 .context("--segment is required for a members export")?;
+            // The end of the day: the next day's midnight, which `as_of_date` makes sure exists, less a microsecond.
             let as_of = args
                 .as_of
                 .and_then(|day| day.succ_opt()?.and_hms_opt(0, 0, 0))
@@ -280,4 +281,46 @@ async fn import(config: Option<&std::path::Path>, args: ImportArgs) -> anyhow::R
         println!("rejected rows and their reasons: {}", rejects.display());
     }
     Ok(())
+}
+
+/// An `--as-of` date: YYYY-MM-DD in the years 1 to 9999, as the service's times are.
+fn as_of_date(value: &str) -> Result<chrono::NaiveDate, String> {
+    let day = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map_err(|err| format!("{err}; write the date as YYYY-MM-DD"))?;
+    if (1..=9999).contains(&chrono::Datelike::year(&day)) {
+        Ok(day)
+    } else {
+        Err("must be in the years 1 to 9999".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_of_dates_are_days_the_service_can_hold() {
+        assert_eq!(
+            as_of_date("2026-12-01"),
+            Ok(chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap())
+        );
+        assert_eq!(
+            as_of_date("9999-12-31"),
+            Ok(chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap())
+        );
+        // The last day chrono knows has no next day, so it has no end to export as of.
+        assert_eq!(
+            as_of_date("+262142-12-31"),
+            Err("must be in the years 1 to 9999".to_owned())
+        );
+        assert_eq!(
+            as_of_date("0000-06-01"),
+            Err("must be in the years 1 to 9999".to_owned())
+        );
+        assert!(
+            as_of_date("2026-13-01")
+                .unwrap_err()
+                .ends_with("write the date as YYYY-MM-DD")
+        );
+    }
 }

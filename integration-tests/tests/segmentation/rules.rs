@@ -305,6 +305,24 @@ async fn a_custom_segment_follows_its_rule_live() {
             .await,
         ["BOB"]
     );
+    // The members export as of that time says the same.
+    let mut csv = Vec::new();
+    boomerang_segmentation::export::members(
+        &env.segmentation_pool,
+        "acme",
+        "web-regulars",
+        Some(before_delete),
+        &mut csv,
+    )
+    .await
+    .unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let members: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(members, ["BOB"], "{csv}");
     assert_eq!(again.member_count, 2);
 }
 

@@ -101,10 +101,17 @@ pub async fn members(
     as_of: Option<DateTime<Utc>>,
     out: impl Write,
 ) -> Result<usize, ExportError> {
-    let mut conn = pool.acquire().await?;
-    let id = match segments::fixed_id(segment) {
-        Some(id) => id,
-        None => custom::get(&mut conn, tenant, segment)
+    let mut tx = crate::db::snapshot(pool).await?;
+    // As of a time, a custom id names the segment that had it then: one deleted since, or whose id another took.
+    let then = match as_of {
+        Some(at) if segments::fixed_id(segment).is_none() => {
+            custom::live_at(&mut tx, tenant, segment, at).await?
+        }
+        _ => None,
+    };
+    let id = match (then, segments::fixed_id(segment)) {
+        (Some(id), _) | (None, Some(id)) => id,
+        (None, None) => custom::get(&mut tx, tenant, segment)
             .await?
             .map(|row| row.segment)
             .ok_or_else(|| {
@@ -117,7 +124,7 @@ pub async fn members(
     let mut after = 0;
     let mut written = 0;
     loop {
-        let page = memberships::members(&mut conn, tenant, id, as_of, after, 10_000).await?;
+        let page = memberships::members(&mut tx, tenant, id, as_of, after, 10_000).await?;
         let Some(last) = page.last() else { break };
         after = last.customer_id;
         for member in &page {
