@@ -886,20 +886,24 @@ async fn settings_and_pages() {
     })
     .await;
     let token = env.reader_token("acme");
+    let page = |segment: &str, page_token: String| {
+        let mut client = env.segments();
+        let request = authed(
+            &token,
+            pb::ListSegmentMembersRequest {
+                segment: format!("tenants/acme/segments/{segment}"),
+                as_of_time: None,
+                page_size: 10,
+                page_token,
+            },
+        );
+        async move { client.list_segment_members(request).await }
+    };
     let mut all = Vec::new();
     let mut page_token = String::new();
+    let mut tokens = Vec::new();
     loop {
-        let page = env
-            .segments()
-            .list_segment_members(authed(
-                &token,
-                pb::ListSegmentMembersRequest {
-                    segment: "tenants/acme/segments/lifecycle-new".into(),
-                    as_of_time: None,
-                    page_size: 10,
-                    page_token,
-                },
-            ))
+        let page = page("lifecycle-new", page_token)
             .await
             .unwrap()
             .into_inner();
@@ -908,11 +912,24 @@ async fn settings_and_pages() {
             break;
         }
         page_token = page.next_page_token;
+        tokens.push(page_token.clone());
     }
+    assert_eq!(tokens.len(), 2);
     all.sort();
     assert_eq!(
         all,
         orders.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>()
+    );
+    // A page token walks only the segment it came from: in another, it would skip members without a word.
+    let err = page("rfm-new", tokens[0].clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let (bare_id, _) = tokens[0].split_once('.').unwrap();
+    assert_eq!(
+        page("lifecycle-new", bare_id.to_owned())
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::InvalidArgument
     );
 
     // A tenant that treats customers as new for only a day: the change applies to everyone at once.

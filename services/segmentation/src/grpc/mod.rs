@@ -138,6 +138,43 @@ fn customer_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, i6
     Ok((tenant, id))
 }
 
+/// One walk through a segment's members, page by page. Its page tokens name the last customer of the page and carry
+/// a fingerprint of the walk (tenant, segment, as-of time), so a token is refused by any other walk: one for another
+/// segment or time would silently skip members.
+struct MembersWalk<'a> {
+    tenant: &'a TenantId,
+    segment: SegmentId,
+    as_of: Option<DateTime<Utc>>,
+}
+
+impl MembersWalk<'_> {
+    fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let as_of = self
+            .as_of
+            .map_or_else(|| "now".to_owned(), |t| t.timestamp_micros().to_string());
+        let digest = sha2::Sha256::digest(format!(
+            "members\0{}\0{}\0{as_of}",
+            self.tenant.as_str(),
+            self.segment
+        ));
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn token(&self, after: i64) -> String {
+        format!("{after}.{}", self.fingerprint())
+    }
+
+    /// The customer a token of this walk names, or `None` when it is not one.
+    fn after(&self, token: &str) -> Option<i64> {
+        let (after, fingerprint) = token.split_once('.')?;
+        (fingerprint == self.fingerprint())
+            .then(|| after.parse::<i64>().ok())
+            .flatten()
+            .filter(|id| *id > 0)
+    }
+}
+
 fn segment_name(tenant: &TenantId, slug: &str) -> String {
     format!("{}/segments/{slug}", tenant.resource_name())
 }
@@ -476,13 +513,21 @@ impl SegmentationService for SegmentationApi {
         if !(0..=MAX_PAGE).contains(&request.page_size) {
             violations.add("page_size", format!("must be between 0 and {MAX_PAGE}"));
         }
+        let walk = MembersWalk {
+            tenant: &tenant,
+            segment,
+            as_of,
+        };
         let after = if request.page_token.is_empty() {
             Some(0)
         } else {
-            request.page_token.parse::<i64>().ok().filter(|id| *id > 0)
+            walk.after(&request.page_token)
         };
         if after.is_none() {
-            violations.add("page_token", "is not a token from a previous page");
+            violations.add(
+                "page_token",
+                "is not a token from a previous page of the same segment and as_of_time",
+            );
         }
         violations.check()?;
         let limit = if request.page_size == 0 {
@@ -504,7 +549,7 @@ impl SegmentationService for SegmentationApi {
         let more = members.len() > limit as usize;
         let page: Vec<_> = members.into_iter().take(limit as usize).collect();
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => last.customer_id.to_string(),
+            (true, Some(last)) => walk.token(last.customer_id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListSegmentMembersResponse {
