@@ -573,3 +573,46 @@ async fn bad_rules_and_requests_are_refused_and_tenants_stay_apart() {
     assert_eq!(violations(err)[0].0, "segment.rule");
     assert_eq!(env.members("acme", "vip", None).await, ["ANN"], "unchanged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_custom_segment_limits_a_tenant_gets_resource_exhausted() {
+    let env = start(None).await;
+    let refused = |err: tonic::Status, says: &str| {
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        assert!(err.message().contains(says), "{err:?}");
+    };
+    // 200 live segments, the most a tenant may have (written directly: each would otherwise be a call).
+    sqlx::query(
+        "INSERT INTO custom_segments
+             (tenant_id, segment, slug, display_name, description, rule, create_time, update_time)
+         SELECT 'acme', 1000 + n, 'seg-' || n, 'seg', '', 'frequency > 0', now(), now()
+         FROM generate_series(0, 199) AS n",
+    )
+    .execute(&env.segmentation_pool)
+    .await
+    .unwrap();
+    refused(
+        env.create_segment("acme", "one-more", "frequency > 1")
+            .await
+            .unwrap_err(),
+        "the most it may have",
+    );
+    // All deleted, but the last of the 16-bit ids is taken: ids are never reused, since history keeps them.
+    sqlx::raw_sql(
+        "UPDATE custom_segments SET delete_time = now() WHERE tenant_id = 'acme';
+         UPDATE custom_segments SET segment = 32767 WHERE tenant_id = 'acme' AND slug = 'seg-199'",
+    )
+    .execute(&env.segmentation_pool)
+    .await
+    .unwrap();
+    refused(
+        env.create_segment("acme", "one-more", "frequency > 1")
+            .await
+            .unwrap_err(),
+        "it may ever create (31768, deleted ones included)",
+    );
+    // Another tenant's ids are its own.
+    env.create_segment("globex", "one-more", "frequency > 1")
+        .await
+        .unwrap();
+}

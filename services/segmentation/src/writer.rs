@@ -308,8 +308,12 @@ impl Writer {
         let t = tenant.as_str();
         let row = match &change {
             CustomChange::Create { slug, definition } => {
-                if custom::count_live(&mut tx, t).await? >= MAX_CUSTOM_SEGMENTS {
+                let (live, last_id) = custom::usage(&mut tx, t).await?;
+                if live >= MAX_CUSTOM_SEGMENTS {
                     return Err(CustomError::TooMany);
+                }
+                if last_id == Some(SegmentId::MAX) {
+                    return Err(CustomError::IdsUsedUp);
                 }
                 custom::insert(&mut tx, t, slug, definition, now)
                     .await?
@@ -520,6 +524,12 @@ pub enum CustomError {
     NotFound,
     #[error("the tenant has {MAX_CUSTOM_SEGMENTS} custom segments, the most it may have")]
     TooMany,
+    /// Ids are never reused (a deleted segment keeps its history under its id), and they are 16-bit.
+    #[error(
+        "the tenant has created the most custom segments it may ever create ({}, deleted ones included)",
+        SegmentId::MAX as i32 - crate::domain::segments::FIRST_CUSTOM as i32 + 1
+    )]
+    IdsUsedUp,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("recompute failed: {0}")]

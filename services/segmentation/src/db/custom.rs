@@ -56,9 +56,14 @@ pub async fn get(
 }
 
 /// Live custom segments of the tenant.
-pub async fn count_live(conn: &mut PgConnection, tenant: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM custom_segments WHERE tenant_id = $1 AND delete_time IS NULL",
+/// How many live custom segments the tenant has, and the last id it allocated (deleted segments' included).
+pub async fn usage(
+    conn: &mut PgConnection,
+    tenant: &str,
+) -> Result<(i64, Option<SegmentId>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE delete_time IS NULL), max(segment) FROM custom_segments
+         WHERE tenant_id = $1",
     )
     .bind(tenant)
     .fetch_one(&mut *conn)

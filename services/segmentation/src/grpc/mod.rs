@@ -76,7 +76,9 @@ impl ServiceError for ApiError {
             | ApiError::Fit(FitJobError::Database(err)) => db_error_code(err),
             ApiError::Custom(CustomError::AlreadyExists) => ErrorCode::AlreadyExists,
             ApiError::Custom(CustomError::NotFound) | ApiError::NotFound(_) => ErrorCode::NotFound,
-            ApiError::Custom(CustomError::TooMany) => ErrorCode::ResourceExhausted,
+            ApiError::Custom(CustomError::TooMany | CustomError::IdsUsedUp) => {
+                ErrorCode::ResourceExhausted
+            }
             ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             ApiError::Recompute(_) | ApiError::Load(_) | ApiError::Custom(_) | ApiError::Fit(_) => {
                 ErrorCode::Internal
