@@ -140,6 +140,7 @@ impl FieldViolations {
         self.violations.len() + self.unlisted
     }
 
+    /// The listed violations (the first `MOST_LISTED`).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.violations
             .iter()
@@ -171,17 +172,23 @@ impl FieldViolations {
         Status::with_error_details(Code::InvalidArgument, message, self.into_details())
     }
 
-    /// A `BadRequest` detail listing every violation.
+    /// What a response reports: the listed violations as (field, description), then, when there were more, one
+    /// with an empty field that counts the rest.
+    pub fn reported(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        let rest = (self.unlisted > 0).then(|| {
+            (
+                String::new(),
+                format!("{} more violations, not listed", self.unlisted),
+            )
+        });
+        self.violations.iter().cloned().chain(rest)
+    }
+
+    /// A `BadRequest` detail listing the violations `reported` gives.
     pub fn into_details(self) -> ErrorDetails {
         let mut details = ErrorDetails::new();
-        for (field, description) in self.violations {
+        for (field, description) in self.reported() {
             details.add_bad_request_violation(field, description);
-        }
-        if self.unlisted > 0 {
-            details.add_bad_request_violation(
-                "",
-                format!("{} more violations, not listed", self.unlisted),
-            );
         }
         details
     }

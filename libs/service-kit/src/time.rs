@@ -3,11 +3,13 @@
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
-/// A protobuf timestamp of `time`.
+/// A protobuf timestamp of `time`. A leap second (chrono's nanos past 999 999 999, as `23:59:60` parses) is carried
+/// into the next second, as Postgres stores it.
 pub fn to_timestamp(time: DateTime<Utc>) -> Timestamp {
+    let nanos = time.timestamp_subsec_nanos();
     Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
+        seconds: time.timestamp() + i64::from(nanos / 1_000_000_000),
+        nanos: (nanos % 1_000_000_000) as i32,
     }
 }
 
@@ -42,6 +44,17 @@ mod tests {
                 nanos: 0
             }),
             None
+        );
+        // A leap second, as RFC 3339 text writes it, is the next second's start.
+        let leap = DateTime::parse_from_rfc3339("2016-12-31T23:59:60.5Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            to_timestamp(leap),
+            Timestamp {
+                seconds: 1_483_228_800,
+                nanos: 500_000_000
+            }
         );
         // A leap second's nanos, which chrono would take.
         assert_eq!(

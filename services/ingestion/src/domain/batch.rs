@@ -187,11 +187,8 @@ pub fn results(
                     summary.invalid += 1;
                     result.status = pb::ItemStatus::Invalid as i32;
                     result.violations = violations
-                        .iter()
-                        .map(|(field, description)| pb::FieldViolation {
-                            field: field.to_owned(),
-                            description: description.to_owned(),
-                        })
+                        .reported()
+                        .map(|(field, description)| pb::FieldViolation { field, description })
                         .collect();
                 }
                 Fate::Refused { field, reason } => {
