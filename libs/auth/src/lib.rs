@@ -9,5 +9,5 @@ mod tenant;
 mod token;
 
 pub use layer::{AuthLayer, AuthService, caller};
-pub use tenant::{InvalidTenant, TenantId};
+pub use tenant::{InvalidTenant, TenantId, customer_number};
 pub use token::{AuthError, Caller, Claims, TokenKeys};

@@ -52,6 +52,15 @@ impl TenantId {
     }
 }
 
+/// The number in a customer's resource name (`tenants/{tenant}/customers/{number}`), written as the services write
+/// it: a positive decimal without a sign or leading zeros, so each customer has exactly one name.
+pub fn customer_number(raw: &str) -> Option<i64> {
+    if raw.starts_with(['+', '0']) {
+        return None;
+    }
+    raw.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -68,6 +77,15 @@ impl AsRef<str> for TenantId {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_customer_has_one_number_in_its_name() {
+        assert_eq!(customer_number("5"), Some(5));
+        assert_eq!(customer_number("9223372036854775807"), Some(i64::MAX));
+        for other in ["+5", "05", "0", "-5", "5x", "", " 5", "9223372036854775808"] {
+            assert_eq!(customer_number(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn parses_parents_and_rejects_malformed_ones() {

@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use boomerang_auth::{Caller, TenantId, caller};
+use boomerang_auth::{Caller, TenantId, caller, customer_number};
 use boomerang_events::{EventFeed, Outbox};
 use boomerang_proto::events::{WatchEventsRequest, WatchEventsResponse};
 use boomerang_proto::ingestion as pb;
@@ -295,11 +295,7 @@ fn customer_name(caller: &Caller, name: &str, scope: &str) -> Result<(TenantId, 
     let (parent, id) = name.rsplit_once("/customers/").ok_or_else(malformed)?;
     let tenant = TenantId::from_parent(parent).map_err(|_| malformed())?;
     caller.authorize(&tenant, scope)?;
-    let id = id
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(malformed)?;
+    let id = customer_number(id).ok_or_else(malformed)?;
     Ok((tenant, id))
 }
 

@@ -131,12 +131,12 @@ fn child<'a>(
 
 fn customer_of(caller: &Caller, field: &str, name: &str) -> Result<(TenantId, i64), Status> {
     let (tenant, id) = child(caller, field, name, "customers", READ)?;
-    // Written as the service writes it: digits without a sign or leading zeros, so one customer has one name.
-    let id = Some(id)
-        .filter(|id| !id.starts_with(['+', '0']))
-        .and_then(|id| id.parse::<i64>().ok())
-        .filter(|id| *id > 0)
-        .ok_or_else(|| invalid_argument(field, "the customer id must be a positive integer"))?;
+    let id = boomerang_auth::customer_number(id).ok_or_else(|| {
+        invalid_argument(
+            field,
+            "the customer number must be written as the service writes it: digits, no sign or leading zeros",
+        )
+    })?;
     Ok((tenant, id))
 }
 
