@@ -7,7 +7,8 @@ use crate::domain::clusters::Clusters;
 use crate::domain::rfm::Boundaries;
 use crate::domain::settings::{Effective, Settings};
 
-/// The tenant's settings; the defaults when it has none. Stored settings were validated when saved.
+/// The tenant's settings; the defaults when it has none. Stored settings were validated when saved; ones a later
+/// release refuses are logged as errors on every load and the defaults used, until the tenant saves valid ones.
 pub async fn load(conn: &mut PgConnection, tenant: &str) -> Result<Effective, sqlx::Error> {
     let stored: Option<sqlx::types::Json<Settings>> =
         sqlx::query_scalar("SELECT settings FROM settings WHERE tenant_id = $1")
@@ -15,7 +16,10 @@ pub async fn load(conn: &mut PgConnection, tenant: &str) -> Result<Effective, sq
             .fetch_optional(&mut *conn)
             .await?;
     Ok(match stored {
-        Some(settings) => settings.0.validate().unwrap_or_default(),
+        Some(settings) => settings.0.validate().unwrap_or_else(|errors| {
+            tracing::error!(%tenant, ?errors, "stored settings are no longer valid; the defaults apply");
+            Effective::default()
+        }),
         None => Effective::default(),
     })
 }

@@ -36,12 +36,18 @@ pub enum MappingError {
     BadRange(usize),
     #[error("no rule places the cells {0:?}")]
     Uncovered(Vec<u16>),
-    #[error("places the cells {cells:?}, which group_rules[{first}] places too")]
+    /// `rule` places `cells`, which the earlier rules `earlier` place too.
+    #[error("places the cells {cells:?}, also placed by {}", names(earlier))]
     Overlap {
-        first: usize,
-        second: usize,
+        rule: usize,
+        earlier: Vec<usize>,
         cells: Vec<u16>,
     },
+}
+
+fn names(rules: &[usize]) -> String {
+    let names: Vec<String> = rules.iter().map(|i| format!("group_rules[{i}]")).collect();
+    names.join(", ")
 }
 
 /// A total, exclusive map from the 125 RFM cells to groups.
@@ -56,8 +62,8 @@ fn index(r: u8, f: u8, m: u8) -> usize {
 
 impl GroupMapping {
     /// A mapping from rules that together place every cell exactly once. Otherwise every problem comes back at
-    /// once: each rule with a bad range; or each pair of rules placing the same cells, with those cells, and the cells
-    /// no rule places.
+    /// once: each rule with a bad range; or each rule placing cells an earlier one places (one problem per rule, so
+    /// at most as many as there are rules), and the cells no rule places.
     pub fn from_rules(rules: &[Rule]) -> Result<Self, Vec<MappingError>> {
         let valid = |range: &RangeInclusive<u8>| {
             *range.start() >= 1 && *range.end() <= 5 && range.start() <= range.end()
@@ -73,7 +79,10 @@ impl GroupMapping {
         }
         let mut cells = [None::<usize>; 125];
         let mut uncovered = Vec::new();
-        let mut overlaps = std::collections::BTreeMap::<(usize, usize), Vec<u16>>::new();
+        let mut overlaps = std::collections::BTreeMap::<
+            usize,
+            (std::collections::BTreeSet<usize>, Vec<u16>),
+        >::new();
         for r in 1..=5 {
             for f in 1..=5 {
                 for m in 1..=5 {
@@ -85,10 +94,10 @@ impl GroupMapping {
                         [] => uncovered.push(code),
                         [only] => cells[index(r, f, m)] = Some(*only),
                         several => {
-                            for (n, &first) in several.iter().enumerate() {
-                                for &second in &several[n + 1..] {
-                                    overlaps.entry((first, second)).or_default().push(code);
-                                }
+                            for (n, &rule) in several.iter().enumerate().skip(1) {
+                                let (earlier, cells) = overlaps.entry(rule).or_default();
+                                earlier.extend(&several[..n]);
+                                cells.push(code);
                             }
                         }
                     }
@@ -97,9 +106,9 @@ impl GroupMapping {
         }
         let mut errors: Vec<MappingError> = overlaps
             .into_iter()
-            .map(|((first, second), cells)| MappingError::Overlap {
-                first,
-                second,
+            .map(|(rule, (earlier, cells))| MappingError::Overlap {
+                rule,
+                earlier: earlier.into_iter().collect(),
                 cells,
             })
             .collect();
@@ -197,8 +206,8 @@ mod tests {
         assert_eq!(
             GroupMapping::from_rules(&rules).unwrap_err(),
             [MappingError::Overlap {
-                first: 0,
-                second: 8,
+                rule: 8,
+                earlier: vec![0],
                 cells: vec![555]
             }]
         );
@@ -222,13 +231,13 @@ mod tests {
             GroupMapping::from_rules(&rules).unwrap_err(),
             [
                 MappingError::Overlap {
-                    first: 0,
-                    second: 7,
+                    rule: 7,
+                    earlier: vec![0],
                     cells: vec![555]
                 },
                 MappingError::Overlap {
-                    first: 1,
-                    second: 8,
+                    rule: 8,
+                    earlier: vec![1],
                     cells: vec![144, 145, 154, 155]
                 },
                 MappingError::Uncovered(vec![411, 412, 413, 414, 415, 511, 512, 513, 514, 515]),

@@ -138,7 +138,7 @@ impl Settings {
         );
         // Orders older than the lookback are not eligible, so a longer lifecycle window would skip its states.
         check(
-            self.non_customer_months <= 12 * self.lookback_years,
+            u64::from(self.non_customer_months) <= 12 * u64::from(self.lookback_years),
             "non_customer_months",
             "must fit in the lookback window: at most 12 × lookback_years",
         );
@@ -235,9 +235,7 @@ impl Settings {
                     for problem in problems {
                         let field = match problem {
                             MappingError::BadRange(rule) => format!("group_rules[{rule}]"),
-                            MappingError::Overlap { second, .. } => {
-                                format!("group_rules[{second}]")
-                            }
+                            MappingError::Overlap { rule, .. } => format!("group_rules[{rule}]"),
                             MappingError::Uncovered(_) => "group_rules".into(),
                         };
                         errors.push((field, problem.to_string()));
@@ -318,7 +316,7 @@ mod tests {
                 ),
                 (
                     "group_rules[7]".to_owned(),
-                    "places the cells [311, 312, 313, 314, 315], which group_rules[4] places too"
+                    "places the cells [311, 312, 313, 314, 315], also placed by group_rules[4]"
                         .to_owned()
                 ),
             ]
