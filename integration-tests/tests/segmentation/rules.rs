@@ -597,6 +597,14 @@ async fn past_its_custom_segment_limits_a_tenant_gets_resource_exhausted() {
             .unwrap_err(),
         "the most it may have",
     );
+    // A retried create of a segment that exists is told so, whatever the limits.
+    assert_eq!(
+        env.create_segment("acme", "seg-7", "frequency > 0")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::AlreadyExists
+    );
     // All deleted, but the last of the 16-bit ids is taken: ids are never reused, since history keeps them.
     sqlx::raw_sql(
         "UPDATE custom_segments SET delete_time = now() WHERE tenant_id = 'acme';

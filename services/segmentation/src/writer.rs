@@ -308,6 +308,10 @@ impl Writer {
         let t = tenant.as_str();
         let row = match &change {
             CustomChange::Create { slug, definition } => {
+                // A retried create finds its segment first, whatever the limits say now.
+                if custom::get(&mut tx, t, slug).await?.is_some() {
+                    return Err(CustomError::AlreadyExists);
+                }
                 let (live, last_id) = custom::usage(&mut tx, t).await?;
                 if live >= MAX_CUSTOM_SEGMENTS {
                     return Err(CustomError::TooMany);

@@ -55,7 +55,6 @@ pub async fn get(
     .await
 }
 
-/// Live custom segments of the tenant.
 /// How many live custom segments the tenant has, and the last id it allocated (deleted segments' included).
 pub async fn usage(
     conn: &mut PgConnection,
