@@ -308,7 +308,8 @@ mod tests {
             as_of_date("9999-12-31"),
             Ok(chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap())
         );
-        // The last day chrono knows has no next day, so it has no end to export as of.
+        // Past the years the service holds: among them the last day chrono knows, which has no next day and so no
+        // end of day to export as of.
         assert_eq!(
             as_of_date("+262142-12-31"),
             Err("must be in the years 1 to 9999".to_owned())

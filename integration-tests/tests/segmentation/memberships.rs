@@ -886,19 +886,20 @@ async fn settings_and_pages() {
     })
     .await;
     let token = env.reader_token("acme");
-    let page = |segment: &str, page_token: String| {
+    let walk = |segment: &str, as_of: Option<prost_types::Timestamp>, page_token: String| {
         let mut client = env.segments();
         let request = authed(
             &token,
             pb::ListSegmentMembersRequest {
                 segment: format!("tenants/acme/segments/{segment}"),
-                as_of_time: None,
+                as_of_time: as_of,
                 page_size: 10,
                 page_token,
             },
         );
         async move { client.list_segment_members(request).await }
     };
+    let page = |segment: &str, page_token: String| walk(segment, None, page_token);
     let mut all = Vec::new();
     let mut page_token = String::new();
     let mut tokens = Vec::new();
@@ -920,8 +921,13 @@ async fn settings_and_pages() {
         all,
         orders.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>()
     );
-    // A page token walks only the segment it came from: in another, it would skip members without a word.
+    // A page token walks only the segment and time it came from: in another, it would skip members without a word.
     let err = page("rfm-new", tokens[0].clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let now = Some(to_timestamp(Utc::now()));
+    let err = walk("lifecycle-new", now, tokens[0].clone())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     let (bare_id, _) = tokens[0].split_once('.').unwrap();
     assert_eq!(
