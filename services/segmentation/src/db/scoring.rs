@@ -22,7 +22,7 @@ pub async fn load(conn: &mut PgConnection, tenant: &str) -> Result<Scoring, sqlx
             retired.push((row.segment, row.slug));
             continue;
         }
-        match rules::compile(&row.rule) {
+        match rules::compile_stored(&row.rule) {
             Ok(program) => custom.push(CustomSegment {
                 id: row.segment,
                 slug: row.slug,

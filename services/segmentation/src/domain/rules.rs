@@ -624,6 +624,37 @@ pub fn compile(source: &str) -> Result<Program, RuleError> {
     })
 }
 
+/// The most stored rules `compile_stored` remembers; past it, it forgets them all and starts again.
+const MOST_REMEMBERED: usize = 10_000;
+
+/// [`compile`] for a stored rule, which a tenant's scoring compiles again at every load (every batch of events): each
+/// rule text is compiled once per process and its program copied after that. A program depends on its text alone,
+/// so one tenant's rule cannot change another's.
+pub fn compile_stored(source: &str) -> Result<Program, RuleError> {
+    static REMEMBERED: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Program>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let remembered = |source: &str| {
+        REMEMBERED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(source)
+            .cloned()
+    };
+    if let Some(program) = remembered(source) {
+        return Ok(program);
+    }
+    let program = compile(source)?;
+    let mut all = REMEMBERED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if all.len() >= MOST_REMEMBERED {
+        all.clear();
+    }
+    all.insert(source.to_owned(), program.clone());
+    Ok(program)
+}
+
 /// An error at the `offset`-th character of `source`, with its line and column (both from 1).
 fn error_at(source: &str, offset: usize, message: impl Into<String>) -> RuleError {
     let (mut line, mut column) = (1, 1);
@@ -1358,6 +1389,19 @@ mod tests {
             on_small_stack(format!("{}1 > 0", "-".repeat(4000))),
             Ok(Ok(true))
         );
+    }
+
+    #[test]
+    fn a_stored_rule_compiles_to_the_program_of_its_own_text() {
+        let buyer = buyer();
+        for _ in 0..2 {
+            for (rule, holds) in [("frequency > 1", true), ("frequency > 100", false)] {
+                let program = compile_stored(rule).unwrap();
+                assert_eq!(program, compile(rule).unwrap());
+                assert_eq!(program.matches(&subject(&buyer)), Ok(holds), "{rule}");
+            }
+            assert!(compile_stored("frequency >").is_err());
+        }
     }
 
     #[test]
