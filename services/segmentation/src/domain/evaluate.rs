@@ -60,7 +60,7 @@ pub const CONSENT_PUSH: u8 = 4;
 pub struct CustomSegment {
     pub id: SegmentId,
     pub slug: String,
-    pub program: Program,
+    pub program: std::sync::Arc<Program>,
 }
 
 /// Everything a tenant's evaluation depends on besides the customer.
@@ -542,7 +542,7 @@ mod tests {
         let rule = |slug: &str, source: &str, id| CustomSegment {
             id,
             slug: slug.into(),
-            program: crate::domain::rules::compile(source).unwrap(),
+            program: crate::domain::rules::compile(source).unwrap().into(),
         };
         let scoring = Scoring {
             custom: vec![

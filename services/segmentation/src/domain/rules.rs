@@ -569,20 +569,11 @@ pub struct Program {
 /// more than a worker's 2 MiB hold. Reserved, not committed: only the pages a parse touches are used.
 const PARSE_STACK: usize = 64 << 20;
 
-/// The most operator characters a rule parsed on the caller's own stack may have. Each level the parser recurses
-/// into takes at least one (an operator, a parenthesis, a bracket, a dot or a comma), so a rule with fewer nests
-/// fewer levels than that: parsed and checked, such a rule fits in 1 MiB unoptimised (a test below), half a
-/// worker's stack. Characters in string literals count too, which only sends a rule to the thread sooner.
-const INLINE_OPERATORS: usize = 150;
-
-/// Whether parsing `source` may recurse deeper than `INLINE_OPERATORS` levels.
-fn may_nest_deep(source: &str) -> bool {
-    source
-        .bytes()
-        .filter(|b| b"+-*/%<>=!&|?:([{.,".contains(b))
-        .count()
-        > INLINE_OPERATORS
-}
+/// The longest rule parsed on the caller's own stack. Each level the parser recurses into takes at least one token
+/// of at least one byte (an operator, `in`, a parenthesis…), so a rule this long nests at most this many levels:
+/// parsed and checked, such a rule fits in 1 MiB unoptimised (a test below), half a worker's stack. Most rules are
+/// shorter; a longer one is parsed on a stack of its own.
+const INLINE_BYTES: usize = 150;
 
 /// Parses and checks a rule.
 pub fn compile(source: &str) -> Result<Program, RuleError> {
@@ -610,7 +601,7 @@ pub fn compile(source: &str) -> Result<Program, RuleError> {
     // Most rules are parsed where they are asked for: stored rules are parsed again whenever a tenant's scoring
     // loads. One that may nest deeper is built, checked and dropped on a stack of its own; what comes back nests at
     // most `MAX_DEPTH` levels, which any thread can evaluate.
-    if !may_nest_deep(source) {
+    if source.len() <= INLINE_BYTES {
         return parse_and_check(source);
     }
     std::thread::scope(|scope| {
@@ -624,35 +615,41 @@ pub fn compile(source: &str) -> Result<Program, RuleError> {
     })
 }
 
-/// The most stored rules `compile_stored` remembers; past it, it forgets them all and starts again.
-const MOST_REMEMBERED: usize = 10_000;
+/// The most rule text `compile_stored` remembers the outcomes of, in bytes (a program takes at most about 16 times
+/// its text); past it, it forgets them all and starts again.
+const MOST_REMEMBERED_BYTES: usize = 4 << 20;
+
+/// What `compile_stored` remembers: each rule text's outcome, and how many bytes of text that is.
+#[derive(Default)]
+struct Remembered {
+    outcomes: std::collections::HashMap<String, Result<std::sync::Arc<Program>, RuleError>>,
+    bytes: usize,
+}
 
 /// [`compile`] for a stored rule, which a tenant's scoring compiles again at every load (every batch of events): each
-/// rule text is compiled once per process and its program copied after that. A program depends on its text alone,
-/// so one tenant's rule cannot change another's.
-pub fn compile_stored(source: &str) -> Result<Program, RuleError> {
-    static REMEMBERED: std::sync::LazyLock<
-        std::sync::Mutex<std::collections::HashMap<String, Program>>,
-    > = std::sync::LazyLock::new(Default::default);
-    let remembered = |source: &str| {
+/// rule text is compiled once per process, its outcome shared after that. A program depends on its text alone, so
+/// one tenant's rule cannot change another's.
+pub fn compile_stored(source: &str) -> Result<std::sync::Arc<Program>, RuleError> {
+    static REMEMBERED: std::sync::LazyLock<std::sync::Mutex<Remembered>> =
+        std::sync::LazyLock::new(Default::default);
+    let lock = || {
         REMEMBERED
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(source)
-            .cloned()
     };
-    if let Some(program) = remembered(source) {
-        return Ok(program);
+    if let Some(outcome) = lock().outcomes.get(source) {
+        return outcome.clone();
     }
-    let program = compile(source)?;
-    let mut all = REMEMBERED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if all.len() >= MOST_REMEMBERED {
-        all.clear();
+    let outcome = compile(source).map(std::sync::Arc::new);
+    let mut remembered = lock();
+    if remembered.bytes + source.len() > MOST_REMEMBERED_BYTES {
+        *remembered = Remembered::default();
     }
-    all.insert(source.to_owned(), program.clone());
-    Ok(program)
+    remembered.bytes += source.len();
+    remembered
+        .outcomes
+        .insert(source.to_owned(), outcome.clone());
+    outcome
 }
 
 /// An error at the `offset`-th character of `source`, with its line and column (both from 1).
@@ -1353,14 +1350,15 @@ mod tests {
                 .join()
                 .expect("no stack overflow")
         };
-        // Chains of arithmetic, every operator one level deeper: the deepest parsed on the caller's stack (150
-        // operators), and as long as a rule may be.
-        let deepest_inline = format!("{} > 0", vec!["1"; 150].join("+"));
-        assert!(!may_nest_deep(&deepest_inline));
+        // The deepest rule parsed on the caller's stack: two bytes a level.
+        let deepest_inline = format!("{}>0", vec!["1"; 74].join("+"));
+        assert_eq!(deepest_inline.len(), INLINE_BYTES - 1);
+        assert_eq!(on_small_stack(deepest_inline), Ok(Ok(true)));
+        // Chains as long as a rule may be, every operator one level deeper: of arithmetic, and of `in` (a keyword).
         let too_deep = [
-            deepest_inline,
             format!("{} > 0", vec!["frequency"; 330].join(" + ")),
             format!("{} > 0", vec!["1"; 2040].join("+")),
+            vec!["\"\""; 1023].join("in"),
         ];
         for rule in too_deep {
             assert!(rule.len() <= MAX_RULE_BYTES);
@@ -1397,7 +1395,7 @@ mod tests {
         for _ in 0..2 {
             for (rule, holds) in [("frequency > 1", true), ("frequency > 100", false)] {
                 let program = compile_stored(rule).unwrap();
-                assert_eq!(program, compile(rule).unwrap());
+                assert_eq!(*program, compile(rule).unwrap());
                 assert_eq!(program.matches(&subject(&buyer)), Ok(holds), "{rule}");
             }
             assert!(compile_stored("frequency >").is_err());
