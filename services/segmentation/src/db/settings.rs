@@ -8,7 +8,8 @@ use crate::domain::rfm::Boundaries;
 use crate::domain::settings::{Effective, Settings};
 
 /// The tenant's settings; the defaults when it has none. Stored settings were validated when saved; ones a later
-/// release refuses are logged as errors on every load and the defaults used, until the tenant saves valid ones.
+/// release refuses are logged as an error (once per tenant and process) and the defaults used, until the tenant saves
+/// valid ones.
 pub async fn load(conn: &mut PgConnection, tenant: &str) -> Result<Effective, sqlx::Error> {
     let stored: Option<sqlx::types::Json<Settings>> =
         sqlx::query_scalar("SELECT settings FROM settings WHERE tenant_id = $1")
@@ -17,7 +18,15 @@ pub async fn load(conn: &mut PgConnection, tenant: &str) -> Result<Effective, sq
             .await?;
     Ok(match stored {
         Some(settings) => settings.0.validate().unwrap_or_else(|errors| {
-            tracing::error!(%tenant, ?errors, "stored settings are no longer valid; the defaults apply");
+            static LOGGED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+                std::sync::LazyLock::new(Default::default);
+            let first = LOGGED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(tenant.to_owned());
+            if first {
+                tracing::error!(%tenant, ?errors, "stored settings are no longer valid; the defaults apply");
+            }
             Effective::default()
         }),
         None => Effective::default(),
