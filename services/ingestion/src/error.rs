@@ -33,8 +33,19 @@ impl ServiceError for IngestionError {
         match self {
             IngestionError::Invalid(violations) => Some(violations.clone().into_details()),
             IngestionError::Refused(refusals) => {
+                // As many as fit in the trailers' budget (see FieldViolations), then a count of the rest.
                 let mut details = ErrorDetails::new();
-                for (kind, subject, description) in refusals {
+                let mut bytes = 0;
+                for (listed, (kind, subject, description)) in refusals.iter().enumerate() {
+                    bytes += kind.len() + subject.len() + description.len();
+                    if bytes > 4096 {
+                        details.add_precondition_failure_violation(
+                            "",
+                            "",
+                            format!("{} more items refused, not listed", refusals.len() - listed),
+                        );
+                        break;
+                    }
                     details.add_precondition_failure_violation(kind, subject, description);
                 }
                 Some(details)
@@ -51,5 +62,32 @@ impl From<IngestionError> for tonic::Status {
             IngestionError::Invalid(violations) => violations.into_status(),
             other => to_status(&other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_batch_lists_what_fits_in_the_trailers_and_counts_the_rest() {
+        let refusals: Vec<(String, String, String)> = (0..5000)
+            .map(|i| {
+                (
+                    "ERASED".to_owned(),
+                    format!("orders[{i}].customer"),
+                    "the customer was erased".to_owned(),
+                )
+            })
+            .collect();
+        let details = IngestionError::Refused(refusals).error_details().unwrap();
+        let listed = &details.precondition_failure().unwrap().violations;
+        let (last, shown) = listed.split_last().unwrap();
+        assert!(shown.len() < 200, "{} listed", shown.len());
+        assert_eq!(shown[0].subject, "orders[0].customer");
+        assert_eq!(
+            last.description,
+            format!("{} more items refused, not listed", 5000 - shown.len())
+        );
     }
 }
