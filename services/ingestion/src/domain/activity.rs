@@ -132,10 +132,10 @@ impl EngagementEvent {
                     "keys are 1 to 64 printable characters",
                 );
             }
-            if value.len() > 512 {
+            if value.len() > 512 || value.contains('\0') {
                 violations.add(
                     format!("properties[{key:?}]"),
-                    "values are at most 512 bytes",
+                    "values are at most 512 bytes, without NUL characters",
                 );
             }
         }
@@ -227,5 +227,14 @@ mod tests {
             .map(|(f, _)| f.to_owned())
             .collect();
         assert_eq!(fields, ["type", "properties[\"\"]"]);
+        // A NUL in a value, which the jsonb column cannot hold.
+        event.r#type = pb::EngagementType::ProductScannedInStore as i32;
+        event.properties = [("sku".to_owned(), "A\0".to_owned())].into();
+        let fields: Vec<String> = EngagementEvent::from_proto(&event, Utc::now())
+            .unwrap_err()
+            .iter()
+            .map(|(f, _)| f.to_owned())
+            .collect();
+        assert_eq!(fields, ["properties[\"sku\"]"]);
     }
 }

@@ -1,6 +1,7 @@
 //! Customer identifiers: their kinds, how each is normalised, and the suppression hash kept after erasure.
 
 use std::fmt;
+use std::str::FromStr;
 
 use boomerang_auth::TenantId;
 use boomerang_proto::ingestion as pb;
@@ -215,10 +216,17 @@ impl fmt::Display for Identifier {
     }
 }
 
+/// A bare address, lower-cased: `Jane <jane@x.com>` (a display name, which the parser accepts) is refused, since it
+/// would be a second identifier of the person whose address is jane@x.com.
 fn normalise_email(raw: &str) -> Result<String, String> {
     let email = raw.to_lowercase();
-    if email.len() > 254 || !email_address::EmailAddress::is_valid(&email) {
-        return Err(format!("{raw:?} is not a valid email address"));
+    let bare = email.len() <= 254
+        && email_address::EmailAddress::from_str(&email)
+            .is_ok_and(|parsed| parsed.email() == email);
+    if !bare {
+        return Err(format!(
+            "{raw:?} is not a valid email address (write the address alone)"
+        ));
     }
     Ok(email)
 }
@@ -249,6 +257,13 @@ mod tests {
         assert_eq!(id.value(), "jane.doe@example.com");
         assert!(Identifier::parse(Kind::Email, "jane@", "", None).is_err());
         assert!(Identifier::parse(Kind::Email, "not an email", "", None).is_err());
+        // A display name would make a second identifier of the same person; a NUL cannot be stored.
+        for other in ["Jane <jane.doe@example.com>", "\0 <jane.doe@example.com>"] {
+            assert!(
+                Identifier::parse(Kind::Email, other, "", None).is_err(),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl Money {
         if !allow_negative && money.minor_units < 0 {
             return Err(("minor_units", "must not be negative".into()));
         }
-        if money.minor_units.abs() > MAX_MINOR_UNITS {
+        if money.minor_units.unsigned_abs() > MAX_MINOR_UNITS.unsigned_abs() {
             return Err((
                 "minor_units",
                 format!("must be at most {MAX_MINOR_UNITS} in absolute value"),
@@ -104,6 +104,23 @@ pub fn parse_currency(code: &str) -> Result<Currency, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_most_negative_amount_is_refused_not_wrapped() {
+        let money = |minor_units| pb::Money {
+            currency_code: "EUR".into(),
+            minor_units,
+        };
+        for minor_units in [i64::MIN, -MAX_MINOR_UNITS - 1] {
+            assert_eq!(
+                Money::from_proto(Some(&money(minor_units)), true)
+                    .unwrap_err()
+                    .0,
+                "minor_units"
+            );
+        }
+        assert!(Money::from_proto(Some(&money(-MAX_MINOR_UNITS)), true).is_ok());
+    }
 
     #[test]
     fn major_units_follow_the_currency_exponent() {
