@@ -46,6 +46,61 @@ pub async fn set(
             Ok(customer) => kept.push((index, change, customer.expect("resolved customer"))),
         }
     }
+    // The history keeps one decision per customer, channel, purpose and time. A second one that says otherwise, in
+    // this batch or already recorded, would be dropped while reported stored, so it is refused.
+    let key = |change: &ConsentChange, customer: i64| {
+        (
+            customer,
+            change.channel as i16,
+            change.purpose as i16,
+            change.change_time,
+        )
+    };
+    let keys: Vec<_> = kept
+        .iter()
+        .map(|(_, c, customer)| key(c, *customer))
+        .collect();
+    let recorded: Vec<(i64, i16, i16, DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT h.customer_id, h.channel, h.purpose, h.change_time, h.granted
+         FROM consent_history h
+         JOIN unnest($2::bigint[], $3::smallint[], $4::smallint[], $5::timestamptz[])
+              AS k(customer_id, channel, purpose, change_time)
+           USING (customer_id, channel, purpose, change_time)
+         WHERE h.tenant_id = $1",
+    )
+    .bind(tenant.as_str())
+    .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.3).collect::<Vec<_>>())
+    .fetch_all(&mut *batch.tx)
+    .await?;
+    let mut decided: HashMap<(i64, i16, i16, DateTime<Utc>), bool> = recorded
+        .into_iter()
+        .map(|(customer, channel, purpose, time, granted)| {
+            ((customer, channel, purpose, time), granted)
+        })
+        .collect();
+    kept.retain(|(index, change, customer)| {
+        match decided.get(&key(change, *customer)) {
+            Some(&granted) if granted != change.granted => {
+                fates.push((
+                    *index,
+                    Fate::Refused {
+                        field: "granted".into(),
+                        reason: format!(
+                            "another decision for this customer, channel, purpose and time says granted = {granted}"
+                        ),
+                    },
+                ));
+                false
+            }
+            _ => {
+                decided.insert(key(change, *customer), change.granted);
+                true
+            }
+        }
+    });
     if mode == Mode::Atomic && !fates.is_empty() {
         return Err(IngestionError::Refused(refusals(&fates, "changes")));
     }

@@ -1,7 +1,7 @@
 //! Market transactions, engagement events and consent.
 
 use boomerang_proto::ingestion as pb;
-use boomerang_proto::ingestion::ItemStatus::{Accepted, Duplicate, Invalid};
+use boomerang_proto::ingestion::ItemStatus::{Accepted, Duplicate, Invalid, Refused};
 
 use crate::*;
 
@@ -210,6 +210,38 @@ async fn the_latest_consent_decision_wins_and_replays_are_duplicates() {
         "the newest decision (opt-out two days ago) holds"
     );
     assert_eq!(app.count("SELECT count(*) FROM consent_history").await, 3);
+
+    // One decision per customer, channel, purpose and time: another that says otherwise, already recorded or in the
+    // same batch under another of the customer's identifiers, is refused, not dropped while reported stored.
+    let flipped = client
+        .set_consents(app.req(request(vec![decision(true, 2)])))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        flipped.code(),
+        tonic::Code::FailedPrecondition,
+        "{flipped:?}"
+    );
+    client
+        .upsert_customers(app.req(pb::UpsertCustomersRequest {
+            parent: PARENT.into(),
+            customers: vec![record(vec![email("ada@example.com"), external("ADA")])],
+            mode: 0,
+        }))
+        .await
+        .unwrap();
+    let mut by_id = decision(false, 1);
+    by_id.customer = Some(external("ADA"));
+    let both = client
+        .set_consents(app.req(pb::SetConsentsRequest {
+            mode: pb::BatchMode::Partial as i32,
+            ..request(vec![decision(true, 1), by_id, decision(true, 2)])
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(statuses(&both.results), [Accepted, Refused, Refused]);
+    assert_eq!(app.count("SELECT count(*) FROM consent_history").await, 4);
 
     let mut bad = decision(true, 1);
     bad.consent.as_mut().unwrap().purpose = 9;
