@@ -266,7 +266,8 @@ impl IngestionApi {
             let request = BatchRequest::new(parent, mode, "transactions", &chunk.transactions);
             self.transactions_batch(caller, request).await?
         } else {
-            let request = BatchRequest::new(parent, mode, "events", &chunk.engagement_events);
+            let request =
+                BatchRequest::new(parent, mode, "engagement_events", &chunk.engagement_events);
             self.engagement_batch(caller, request).await?
         };
         Ok(pb::ImportResponse {
