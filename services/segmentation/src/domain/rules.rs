@@ -598,9 +598,8 @@ pub fn compile(source: &str) -> Result<Program, RuleError> {
             "NUL characters are not allowed in a rule",
         ));
     }
-    // Most rules are parsed where they are asked for: stored rules are parsed again whenever a tenant's scoring
-    // loads. One that may nest deeper is built, checked and dropped on a stack of its own; what comes back nests at
-    // most `MAX_DEPTH` levels, which any thread can evaluate.
+    // A short rule is parsed where it is asked for. A longer one may nest deeper: it is built, checked and dropped
+    // on a stack of its own, and what comes back nests at most `MAX_DEPTH` levels, which any thread can evaluate.
     if source.len() <= INLINE_BYTES {
         return parse_and_check(source);
     }
