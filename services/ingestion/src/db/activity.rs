@@ -67,6 +67,32 @@ fn split<T: Fact>(facts: Vec<(usize, T)>, resolved: &Resolved) -> (Kept<T>, Vec<
     (keep, fates)
 }
 
+/// Refuses the facts whose ids `changed` holds: stored before with other content, while facts never change. Only
+/// an exact resend is a duplicate.
+fn refuse_changed<T: Fact>(
+    kept: &mut Kept<T>,
+    changed: &HashSet<String>,
+    (what, id_field): (&str, &str),
+    fates: &mut Vec<(usize, Fate)>,
+) {
+    kept.retain(|(index, fact, _)| {
+        if !changed.contains(fact.id()) {
+            return true;
+        }
+        fates.push((
+            *index,
+            Fate::Refused {
+                field: id_field.into(),
+                reason: format!(
+                    "{what} {:?} is stored with other content, and {what}s never change; send a new id",
+                    fact.id()
+                ),
+            },
+        ));
+        false
+    });
+}
+
 /// Fates of inserted facts: accepted when `inserted` holds the id, else a duplicate of a stored one.
 fn fates_of<T: Fact>(
     tenant: &TenantId,
@@ -84,7 +110,8 @@ fn fates_of<T: Fact>(
     }
 }
 
-/// Stores market transactions; an id seen before is a duplicate (transactions never change).
+/// Stores market transactions; an id stored before is a duplicate when sent again as stored, and refused when sent
+/// with other content (transactions never change).
 pub async fn ingest_transactions(
     pool: &PgPool,
     outbox: &Outbox,
@@ -101,7 +128,58 @@ pub async fn ingest_transactions(
         transactions.iter().map(|(_, t)| &t.customer),
     )
     .await?;
-    let (kept, mut fates) = split(transactions, &batch.resolved);
+    let (mut kept, mut fates) = split(transactions, &batch.resolved);
+    let changed: HashSet<String> = {
+        let ids: Vec<&str> = kept
+            .iter()
+            .map(|(_, t, _)| t.transaction_id.as_str())
+            .collect();
+        let merchant_ids: Vec<&str> = kept
+            .iter()
+            .map(|(_, t, _)| t.merchant_id.as_str())
+            .collect();
+        let names: Vec<&str> = kept
+            .iter()
+            .map(|(_, t, _)| t.merchant_name.as_str())
+            .collect();
+        let categories: Vec<&str> = kept
+            .iter()
+            .map(|(_, t, _)| t.merchant_category.as_str())
+            .collect();
+        let amounts: Vec<i64> = kept.iter().map(|(_, t, _)| t.amount.minor_units).collect();
+        let currencies: Vec<&str> = kept.iter().map(|(_, t, _)| t.amount.code()).collect();
+        let times: Vec<DateTime<Utc>> = kept.iter().map(|(_, t, _)| t.occur_time).collect();
+        // The customer is left out: a merge since may have moved the stored one to its survivor.
+        sqlx::query_scalar(
+            "SELECT m.transaction_id FROM market_transactions m
+             JOIN unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::timestamptz[])
+                  AS s(transaction_id, merchant_id, merchant_name, merchant_category, amount_minor, currency,
+                       occur_time)
+               USING (transaction_id)
+             WHERE m.tenant_id = $1
+               AND (m.merchant_id, m.merchant_name, m.merchant_category, m.amount_minor, m.currency, m.occur_time)
+                   IS DISTINCT FROM
+                   (s.merchant_id, s.merchant_name, s.merchant_category, s.amount_minor, s.currency, s.occur_time)",
+        )
+        .bind(tenant.as_str())
+        .bind(&ids)
+        .bind(&merchant_ids)
+        .bind(&names)
+        .bind(&categories)
+        .bind(&amounts)
+        .bind(&currencies)
+        .bind(&times)
+        .fetch_all(&mut *batch.tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    refuse_changed(
+        &mut kept,
+        &changed,
+        ("transaction", "transaction_id"),
+        &mut fates,
+    );
     if mode == Mode::Atomic && !fates.is_empty() {
         return Err(IngestionError::Refused(refusals(&fates, "transactions")));
     }
@@ -174,7 +252,8 @@ pub async fn ingest_transactions(
     Ok(fates)
 }
 
-/// Stores engagement events; an id seen before is a duplicate.
+/// Stores engagement events; an id stored before is a duplicate when sent again as stored, and refused when sent with
+/// other content.
 pub async fn ingest_engagement(
     pool: &PgPool,
     outbox: &Outbox,
@@ -191,19 +270,50 @@ pub async fn ingest_engagement(
         engagement.iter().map(|(_, e)| &e.customer),
     )
     .await?;
-    let (kept, mut fates) = split(engagement, &batch.resolved);
+    let (mut kept, mut fates) = split(engagement, &batch.resolved);
+    let columns = |kept: &Kept<EngagementEvent>| {
+        let ids: Vec<String> = kept.iter().map(|(_, e, _)| e.event_id.clone()).collect();
+        let kinds: Vec<i16> = kept.iter().map(|(_, e, _)| e.kind as i16).collect();
+        let times: Vec<DateTime<Utc>> = kept.iter().map(|(_, e, _)| e.occur_time).collect();
+        let sources: Vec<String> = kept.iter().map(|(_, e, _)| e.source.clone()).collect();
+        let properties: Vec<serde_json::Value> = kept
+            .iter()
+            .map(|(_, e, _)| serde_json::to_value(&e.properties).unwrap_or_default())
+            .collect();
+        (ids, kinds, times, sources, properties)
+    };
+    let (ids, kinds, times, sources, properties) = columns(&kept);
+    // The customer is left out: a merge since may have moved the stored one to its survivor.
+    let changed: HashSet<String> = sqlx::query_scalar(
+        "SELECT m.event_id FROM engagement_events m
+         JOIN unnest($2::text[], $3::smallint[], $4::timestamptz[], $5::text[], $6::jsonb[])
+              AS s(event_id, type, occur_time, source, properties)
+           USING (event_id)
+         WHERE m.tenant_id = $1
+           AND (m.type, m.occur_time, m.source, m.properties)
+               IS DISTINCT FROM (s.type, s.occur_time, s.source, s.properties)",
+    )
+    .bind(tenant.as_str())
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&times)
+    .bind(&sources)
+    .bind(&properties)
+    .fetch_all(&mut *batch.tx)
+    .await?
+    .into_iter()
+    .collect();
+    refuse_changed(
+        &mut kept,
+        &changed,
+        ("engagement event", "event_id"),
+        &mut fates,
+    );
     if mode == Mode::Atomic && !fates.is_empty() {
         return Err(IngestionError::Refused(refusals(&fates, "events")));
     }
-    let ids: Vec<&str> = kept.iter().map(|(_, e, _)| e.event_id.as_str()).collect();
+    let (ids, kinds, times, sources, properties) = columns(&kept);
     let customers: Vec<i64> = kept.iter().map(|(_, _, c)| *c).collect();
-    let kinds: Vec<i16> = kept.iter().map(|(_, e, _)| e.kind as i16).collect();
-    let times: Vec<DateTime<Utc>> = kept.iter().map(|(_, e, _)| e.occur_time).collect();
-    let sources: Vec<&str> = kept.iter().map(|(_, e, _)| e.source.as_str()).collect();
-    let properties: Vec<serde_json::Value> = kept
-        .iter()
-        .map(|(_, e, _)| serde_json::to_value(&e.properties).unwrap_or_default())
-        .collect();
     let inserted: HashSet<String> = sqlx::query_scalar(
         "INSERT INTO engagement_events (tenant_id, event_id, customer_id, type, occur_time, source, properties)
          SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::timestamptz[], $6::text[], $7::jsonb[])

@@ -107,6 +107,28 @@ async fn spend_at_any_merchant_is_stored_once_per_feed_id() {
         })
         .sum();
     assert_eq!(total, 4);
+
+    // A stored id sent again with other content is not a duplicate: transactions never change, so it is refused.
+    let changed = spend("T-2", "u-1", "rival", 7500);
+    let status = client
+        .ingest_transactions(app.req(request(vec![changed.clone()], pb::BatchMode::Atomic)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let partial = client
+        .ingest_transactions(app.req(request(
+            vec![changed, spend("T-7", "u-2", "acme", 100)],
+            pb::BatchMode::Partial,
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(statuses(&partial.results), [Refused, Accepted]);
+    assert_eq!(
+        app.count("SELECT amount_minor FROM market_transactions WHERE transaction_id = 'T-2'")
+            .await,
+        7000
+    );
 }
 
 #[tokio::test]
@@ -136,6 +158,16 @@ async fn engagement_events_are_stored_once_per_event_id() {
         .await
         .unwrap();
     assert_eq!(statuses(&replay.into_inner().results), [Duplicate]);
+    let mut changed = scan("E-1");
+    changed.properties.insert("sku".into(), "B-7".into());
+    let refused = client
+        .ingest_engagement_events(app.req(pb::IngestEngagementEventsRequest {
+            mode: pb::BatchMode::Partial as i32,
+            ..request(vec![changed])
+        }))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&refused.into_inner().results), [Refused]);
     assert_eq!(app.count("SELECT count(*) FROM engagement_events").await, 2);
     let stored: serde_json::Value =
         sqlx::query_scalar("SELECT properties FROM engagement_events WHERE event_id = 'E-1'")
