@@ -129,57 +129,6 @@ pub async fn ingest_transactions(
     )
     .await?;
     let (mut kept, mut fates) = split(transactions, &batch.resolved);
-    let changed: HashSet<String> = {
-        let ids: Vec<&str> = kept
-            .iter()
-            .map(|(_, t, _)| t.transaction_id.as_str())
-            .collect();
-        let merchant_ids: Vec<&str> = kept
-            .iter()
-            .map(|(_, t, _)| t.merchant_id.as_str())
-            .collect();
-        let names: Vec<&str> = kept
-            .iter()
-            .map(|(_, t, _)| t.merchant_name.as_str())
-            .collect();
-        let categories: Vec<&str> = kept
-            .iter()
-            .map(|(_, t, _)| t.merchant_category.as_str())
-            .collect();
-        let amounts: Vec<i64> = kept.iter().map(|(_, t, _)| t.amount.minor_units).collect();
-        let currencies: Vec<&str> = kept.iter().map(|(_, t, _)| t.amount.code()).collect();
-        let times: Vec<DateTime<Utc>> = kept.iter().map(|(_, t, _)| t.occur_time).collect();
-        // The customer is left out: a merge since may have moved the stored one to its survivor.
-        sqlx::query_scalar(
-            "SELECT m.transaction_id FROM market_transactions m
-             JOIN unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::timestamptz[])
-                  AS s(transaction_id, merchant_id, merchant_name, merchant_category, amount_minor, currency,
-                       occur_time)
-               USING (transaction_id)
-             WHERE m.tenant_id = $1
-               AND (m.merchant_id, m.merchant_name, m.merchant_category, m.amount_minor, m.currency, m.occur_time)
-                   IS DISTINCT FROM
-                   (s.merchant_id, s.merchant_name, s.merchant_category, s.amount_minor, s.currency, s.occur_time)",
-        )
-        .bind(tenant.as_str())
-        .bind(&ids)
-        .bind(&merchant_ids)
-        .bind(&names)
-        .bind(&categories)
-        .bind(&amounts)
-        .bind(&currencies)
-        .bind(&times)
-        .fetch_all(&mut *batch.tx)
-        .await?
-        .into_iter()
-        .collect()
-    };
-    refuse_changed(
-        &mut kept,
-        &changed,
-        ("transaction", "transaction_id"),
-        &mut fates,
-    );
     if mode == Mode::Atomic && !fates.is_empty() {
         return Err(IngestionError::Refused(refusals(&fates, "transactions")));
     }
@@ -203,11 +152,34 @@ pub async fn ingest_transactions(
     let amounts: Vec<i64> = kept.iter().map(|(_, t, _)| t.amount.minor_units).collect();
     let currencies: Vec<&str> = kept.iter().map(|(_, t, _)| t.amount.code()).collect();
     let times: Vec<DateTime<Utc>> = kept.iter().map(|(_, t, _)| t.occur_time).collect();
+    // Stored ids sent with other content; the customer is left out, since a merge may have moved the stored one to
+    // its survivor.
+    let changed: Vec<String> = sqlx::query_scalar(
+        "SELECT m.transaction_id FROM market_transactions m
+         JOIN unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::timestamptz[])
+              AS s(transaction_id, merchant_id, merchant_name, merchant_category, amount_minor, currency, occur_time)
+           USING (transaction_id)
+         WHERE m.tenant_id = $1
+           AND (m.merchant_id, m.merchant_name, m.merchant_category, m.amount_minor, m.currency, m.occur_time)
+               IS DISTINCT FROM
+               (s.merchant_id, s.merchant_name, s.merchant_category, s.amount_minor, s.currency, s.occur_time)",
+    )
+    .bind(tenant.as_str())
+    .bind(&ids)
+    .bind(&merchant_ids)
+    .bind(&merchant_names)
+    .bind(&categories)
+    .bind(&amounts)
+    .bind(&currencies)
+    .bind(&times)
+    .fetch_all(&mut *batch.tx)
+    .await?;
     let inserted: HashSet<String> = sqlx::query_scalar(
         "INSERT INTO market_transactions (tenant_id, transaction_id, customer_id, merchant_id, merchant_name,
                                           merchant_category, amount_minor, currency, occur_time)
          SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                                  $8::text[], $9::timestamptz[])
+                                  $8::text[], $9::timestamptz[]) AS s(transaction_id)
+         WHERE s.transaction_id <> ALL($10)
          ON CONFLICT (tenant_id, transaction_id) DO NOTHING
          RETURNING transaction_id",
     )
@@ -220,10 +192,21 @@ pub async fn ingest_transactions(
     .bind(&amounts)
     .bind(&currencies)
     .bind(&times)
+    .bind(&changed)
     .fetch_all(&mut *batch.tx)
     .await?
     .into_iter()
     .collect();
+    // Refused after the insert left them out; an atomic batch with any is rolled back with the transaction.
+    refuse_changed(
+        &mut kept,
+        &changed.into_iter().collect(),
+        ("transaction", "transaction_id"),
+        &mut fates,
+    );
+    if mode == Mode::Atomic && !fates.is_empty() {
+        return Err(IngestionError::Refused(refusals(&fates, "transactions")));
+    }
 
     let changes: Vec<pb::TransactionChange> = kept
         .iter()
@@ -271,20 +254,21 @@ pub async fn ingest_engagement(
     )
     .await?;
     let (mut kept, mut fates) = split(engagement, &batch.resolved);
-    let columns = |kept: &Kept<EngagementEvent>| {
-        let ids: Vec<String> = kept.iter().map(|(_, e, _)| e.event_id.clone()).collect();
-        let kinds: Vec<i16> = kept.iter().map(|(_, e, _)| e.kind as i16).collect();
-        let times: Vec<DateTime<Utc>> = kept.iter().map(|(_, e, _)| e.occur_time).collect();
-        let sources: Vec<String> = kept.iter().map(|(_, e, _)| e.source.clone()).collect();
-        let properties: Vec<serde_json::Value> = kept
-            .iter()
-            .map(|(_, e, _)| serde_json::to_value(&e.properties).unwrap_or_default())
-            .collect();
-        (ids, kinds, times, sources, properties)
-    };
-    let (ids, kinds, times, sources, properties) = columns(&kept);
-    // The customer is left out: a merge since may have moved the stored one to its survivor.
-    let changed: HashSet<String> = sqlx::query_scalar(
+    if mode == Mode::Atomic && !fates.is_empty() {
+        return Err(IngestionError::Refused(refusals(&fates, "events")));
+    }
+    let ids: Vec<&str> = kept.iter().map(|(_, e, _)| e.event_id.as_str()).collect();
+    let customers: Vec<i64> = kept.iter().map(|(_, _, c)| *c).collect();
+    let kinds: Vec<i16> = kept.iter().map(|(_, e, _)| e.kind as i16).collect();
+    let times: Vec<DateTime<Utc>> = kept.iter().map(|(_, e, _)| e.occur_time).collect();
+    let sources: Vec<&str> = kept.iter().map(|(_, e, _)| e.source.as_str()).collect();
+    let properties: Vec<serde_json::Value> = kept
+        .iter()
+        .map(|(_, e, _)| serde_json::to_value(&e.properties).unwrap_or_default())
+        .collect();
+    // Stored ids sent with other content; the customer is left out, since a merge may have moved the stored one to
+    // its survivor.
+    let changed: Vec<String> = sqlx::query_scalar(
         "SELECT m.event_id FROM engagement_events m
          JOIN unnest($2::text[], $3::smallint[], $4::timestamptz[], $5::text[], $6::jsonb[])
               AS s(event_id, type, occur_time, source, properties)
@@ -300,23 +284,12 @@ pub async fn ingest_engagement(
     .bind(&sources)
     .bind(&properties)
     .fetch_all(&mut *batch.tx)
-    .await?
-    .into_iter()
-    .collect();
-    refuse_changed(
-        &mut kept,
-        &changed,
-        ("engagement event", "event_id"),
-        &mut fates,
-    );
-    if mode == Mode::Atomic && !fates.is_empty() {
-        return Err(IngestionError::Refused(refusals(&fates, "events")));
-    }
-    let (ids, kinds, times, sources, properties) = columns(&kept);
-    let customers: Vec<i64> = kept.iter().map(|(_, _, c)| *c).collect();
+    .await?;
     let inserted: HashSet<String> = sqlx::query_scalar(
         "INSERT INTO engagement_events (tenant_id, event_id, customer_id, type, occur_time, source, properties)
          SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::smallint[], $5::timestamptz[], $6::text[], $7::jsonb[])
+                           AS s(event_id)
+         WHERE s.event_id <> ALL($8)
          ON CONFLICT (tenant_id, event_id) DO NOTHING
          RETURNING event_id",
     )
@@ -327,10 +300,21 @@ pub async fn ingest_engagement(
     .bind(&times)
     .bind(&sources)
     .bind(&properties)
+    .bind(&changed)
     .fetch_all(&mut *batch.tx)
     .await?
     .into_iter()
     .collect();
+    // Refused after the insert left them out; an atomic batch with any is rolled back with the transaction.
+    refuse_changed(
+        &mut kept,
+        &changed.into_iter().collect(),
+        ("engagement event", "event_id"),
+        &mut fates,
+    );
+    if mode == Mode::Atomic && !fates.is_empty() {
+        return Err(IngestionError::Refused(refusals(&fates, "events")));
+    }
 
     let changes: Vec<pb::EngagementChange> = kept
         .iter()
