@@ -744,6 +744,12 @@ async fn bad_requests_name_the_fields() {
             .map(|v| v.field)
             .collect()
     };
+    // ListSegmentMembers refused, its status.
+    let refused_listing = |request: pb::ListSegmentMembersRequest| {
+        let mut client = env.segments();
+        let request = authed(&token, request);
+        async move { client.list_segment_members(request).await.unwrap_err() }
+    };
     // Customer 5 is named customers/5 only: other spellings of the number are not its name.
     for id in ["x", "+5", "05", "0"] {
         let err = env
@@ -793,62 +799,38 @@ async fn bad_requests_name_the_fields() {
         .await
         .unwrap_err();
     assert_eq!(fields(err), ["as_of_time"]);
-    let err = env
-        .segments()
-        .list_segment_members(authed(
-            &token,
-            pb::ListSegmentMembersRequest {
-                segment: "tenants/acme/segments/lifecycle-new".into(),
-                as_of_time: None,
-                page_size: -1,
-                page_token: "x".into(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = refused_listing(pb::ListSegmentMembersRequest {
+        segment: "tenants/acme/segments/lifecycle-new".into(),
+        as_of_time: None,
+        page_size: -1,
+        page_token: "x".into(),
+    })
+    .await;
     assert_eq!(fields(err), ["page_size", "page_token"]);
-    let err = env
-        .segments()
-        .list_segment_members(authed(
-            &token,
-            pb::ListSegmentMembersRequest {
-                segment: "tenants/acme/segments/vip".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = refused_listing(pb::ListSegmentMembersRequest {
+        segment: "tenants/acme/segments/vip".into(),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     // An id no segment could have, with a NUL character Postgres cannot take, is malformed.
-    let err = env
-        .segments()
-        .list_segment_members(authed(
-            &token,
-            pb::ListSegmentMembersRequest {
-                segment: "tenants/acme/segments/vip\0".into(),
-                as_of_time: Some(to_timestamp(Utc::now())),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = refused_listing(pb::ListSegmentMembersRequest {
+        segment: "tenants/acme/segments/vip\0".into(),
+        as_of_time: Some(to_timestamp(Utc::now())),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(fields(err), ["segment"]);
     // Nanos past a second (chrono takes them in a leap second; Postgres moves them to the next second).
-    let err = env
-        .segments()
-        .list_segment_members(authed(
-            &token,
-            pb::ListSegmentMembersRequest {
-                segment: "tenants/acme/segments/lifecycle-new".into(),
-                as_of_time: Some(prost_types::Timestamp {
-                    seconds: 1_767_225_659,
-                    nanos: 1_500_000_000,
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = refused_listing(pb::ListSegmentMembersRequest {
+        segment: "tenants/acme/segments/lifecycle-new".into(),
+        as_of_time: Some(prost_types::Timestamp {
+            seconds: 1_767_225_659,
+            nanos: 1_500_000_000,
+        }),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(fields(err), ["as_of_time"]);
 
     let mut settings = env.settings("acme").await;
